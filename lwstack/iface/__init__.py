@@ -1,0 +1,1 @@
+"""The host: configuration, addresses, routes, neighbour cache, ingress and egress."""

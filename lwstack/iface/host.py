@@ -1,0 +1,438 @@
+"""The host: one Ethernet interface with its IPv4 addresses, the sans-IO heart of a stack.
+
+Design note.  ``Host`` turns frames into deliveries and API calls into frames, and nothing
+else: it never touches a socket, a thread or the clock.
+
+- Input: :meth:`Host.receive` (one frame, at time ``now``) and :meth:`Host.poll` (timers).
+- Output: frames appended to :attr:`Host.outbox`; the runtime drains it after each call.
+- Timers: :meth:`Host.poll_at` says when :meth:`poll` next has work (None: never).
+- Application events: endpoints call their ``on_change`` hook when they become readable.
+
+Malformed or unwanted input is counted in :attr:`Host.stats` under ``drop.<reason>`` and
+dropped; no exception escapes :meth:`receive`.  Misuse through the API (sending to an
+unreachable network, an oversized datagram, binding a used port) raises ``OSError`` with the
+errno Linux would give, for the socket facade to pass on.
+
+Packets to one of our own addresses go through :attr:`loopback` and come back in on the next
+:meth:`poll`, the way Linux routes them through ``lo``.
+"""
+import collections
+import errno
+import os
+import random
+
+from lwstack.iface.arp import NeighbourCache
+from lwstack.iface.config import parse_config, random_mac
+from lwstack.iface.routes import Route, RouteTable
+from lwstack.proto.datagram import ANY, DatagramEndpoint, PortTable
+from lwstack.proto.icmp import TokenBucket
+from lwstack.wire import WireError
+from lwstack.wire import arp as arpwire
+from lwstack.wire import icmpv4
+from lwstack.wire.ethernet import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN,
+                                   build_ethernet, parse_ethernet)
+from lwstack.wire.ipv4 import (DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_UDP, addr_to_int,
+                               build_ipv4, parse_ipv4)
+from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp, parse_udp
+
+LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+#: ICMP errors turned into socket errors on connected sockets (RFC 1122 section 4.1.3.3).
+_UNREACH_ERRNO = {
+    icmpv4.CODE_NET_UNREACHABLE: errno.ENETUNREACH,
+    icmpv4.CODE_HOST_UNREACHABLE: errno.EHOSTUNREACH,
+    icmpv4.CODE_PROTOCOL_UNREACHABLE: errno.ENOPROTOOPT,
+    icmpv4.CODE_PORT_UNREACHABLE: errno.ECONNREFUSED,
+    icmpv4.CODE_FRAGMENTATION_NEEDED: errno.EMSGSIZE,
+}
+
+
+def _fail(code, detail=None):
+    """An ``OSError`` with the errno and message Linux would give."""
+    message = os.strerror(code) + (f": {detail}" if detail else "")
+    return OSError(code, message)
+
+
+class Host:
+    """The sans-IO stack for one Ethernet interface (see the module docstring)."""
+
+    def __init__(self, config, now, *, rng=None, arp_options=None, icmp_rate=1000.0,
+                 icmp_burst=50, default_ttl=DEFAULT_TTL):
+        if isinstance(config, str) or config is None:
+            config = parse_config(config)
+        self.rng = rng if rng is not None else random.Random()
+        self.mac = config.mac or random_mac(self.rng)
+        self.mtu = config.mtu
+        self.default_ttl = default_ttl
+        self.interfaces = []
+        self.routes = RouteTable()
+        self.arp = NeighbourCache(**(arp_options or {}))
+        self.udp = PortTable(self.rng)
+        self.echo = PortTable(self.rng, low=1, high=0xFFFF)
+        self.icmp_limiter = TokenBucket(icmp_rate, icmp_burst)
+        self.outbox = []
+        self.loopback = collections.deque()
+        self.stats = collections.Counter()
+        self._ident = self.rng.randrange(0x10000)
+        for interface in config.addresses:
+            self.add_address(interface, now)
+        if config.gateway is not None:
+            self.set_gateway(config.gateway)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def add_address(self, interface, now):
+        """Add an IPv4 address with its connected route, and announce it (gratuitous ARP)."""
+        if interface in self.interfaces:
+            return
+        self.interfaces.append(interface)
+        network = interface.network.to_bytes(4, "big")
+        self.routes.add(Route(network, interface.prefix_len, source=interface.address))
+        # RFC 5227 section 3: announce with an ARP request whose sender and target are ours.
+        self._emit_arp(arpwire.OP_REQUEST, BROADCAST, interface.address, b"\0" * 6,
+                       interface.address)
+
+    def set_gateway(self, gateway):
+        """Install the default route through ``gateway`` (4 bytes)."""
+        route, _ = self.routes.lookup(gateway)
+        if route is None or route.gateway is not None:
+            raise ValueError("the gateway must be on a connected subnet")
+        self.routes.add(Route(ANY, 0, gateway=gateway, source=route.source))
+
+    def is_local(self, addr):
+        """True if ``addr`` is one of our addresses."""
+        return any(i.address == addr for i in self.interfaces)
+
+    def _is_broadcast(self, addr):
+        return addr == LIMITED_BROADCAST or any(i.broadcast == addr for i in self.interfaces)
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive(self, frame, now):
+        """Process one Ethernet frame.  Never raises for bad input: drops are counted."""
+        self.stats["rx_frames"] += 1
+        try:
+            dst, src, ethertype = parse_ethernet(frame)
+            if dst != self.mac and dst != BROADCAST:
+                self._drop("not_our_mac")  # multicast groups arrive with IPv6 (issue 4)
+                return
+            if src == self.mac:
+                self._drop("own_source_mac")
+                return
+            if ethertype == ETHERTYPE_IPV4:
+                self._ipv4_in(frame, HEADER_LEN, dst == BROADCAST, now)
+            elif ethertype == ETHERTYPE_ARP:
+                self._arp_in(arpwire.ArpPacket.parse(frame, HEADER_LEN), now)
+            else:
+                self._drop("unknown_ethertype")
+        except WireError as exc:
+            self._drop(exc.reason)
+
+    def _drop(self, reason):
+        self.stats["drop." + reason] += 1
+
+    def _arp_in(self, packet, now):
+        if packet.sender_mac == self.mac:
+            self._drop("arp_own")
+            return
+        if self.is_local(packet.sender_ip):
+            self._drop("arp_address_conflict")  # someone else claims our address
+            return
+        for_us = self.is_local(packet.target_ip)
+        waiting = self.arp.confirm(packet.sender_ip, packet.sender_mac, now, create=for_us)
+        for ip_packet in waiting:
+            self._emit_ipv4_frame(packet.sender_mac, ip_packet)
+        if for_us and packet.operation == arpwire.OP_REQUEST:
+            self._emit_arp(arpwire.OP_REPLY, packet.sender_mac, packet.target_ip,
+                           packet.sender_mac, packet.sender_ip)
+
+    def _ipv4_in(self, packet, offset, link_broadcast, now):
+        header = parse_ipv4(packet, offset)
+        if self.is_local(header.dst):
+            broadcast = False
+        elif self._is_broadcast(header.dst):
+            broadcast = True
+        else:
+            self._drop("ipv4_not_for_us")
+            return
+        if link_broadcast and not broadcast:
+            self._drop("ipv4_unicast_in_link_broadcast")  # RFC 1122 section 3.3.6
+            return
+        src = header.src
+        if src == LIMITED_BROADCAST or src[0] >= 224 or self._is_broadcast(src):
+            self._drop("ipv4_martian_source")
+            return
+        if header.is_fragment:
+            self._drop("ipv4_fragment")  # reassembly arrives with issue 4
+            return
+        start = offset + header.header_len
+        payload = packet[start:offset + header.total_len]
+        if header.protocol == PROTO_UDP:
+            self._udp_in(header, payload, broadcast, packet[offset:offset + header.total_len], now)
+        elif header.protocol == PROTO_ICMP:
+            self._icmp_in(header, payload, broadcast, now)
+        else:
+            self._drop("ipv4_unknown_protocol")
+            if not broadcast:
+                self._send_icmp_error(icmpv4.TYPE_DEST_UNREACHABLE,
+                                      icmpv4.CODE_PROTOCOL_UNREACHABLE,
+                                      packet[offset:offset + header.total_len], header, now)
+
+    def _udp_in(self, header, segment, broadcast, datagram, now):
+        src_port, dst_port, payload = parse_udp(segment, header.src, header.dst)
+        if broadcast:
+            receivers = [e for e in self.udp.all_on_port(dst_port)
+                         if e.local_addr in (ANY, header.dst)]
+        else:
+            endpoint = self.udp.lookup(header.dst, dst_port)
+            receivers = [endpoint] if endpoint is not None else []
+        delivered = False
+        for endpoint in receivers:
+            if endpoint.remote is not None and endpoint.remote != (header.src, src_port):
+                continue
+            delivered = True
+            if not endpoint.deliver(payload, (header.src, src_port), header.ttl):
+                self._drop("udp_rcvbuf_full")
+        if not delivered:
+            self._drop("udp_no_listener")
+            if not broadcast:  # RFC 1122 section 4.1.3.1: no errors for broadcasts
+                self._send_icmp_error(icmpv4.TYPE_DEST_UNREACHABLE,
+                                      icmpv4.CODE_PORT_UNREACHABLE, datagram, header, now)
+
+    def _icmp_in(self, header, message, broadcast, now):
+        icmp_type, code, rest, body = icmpv4.parse_icmpv4(message)
+        if icmp_type == icmpv4.TYPE_ECHO_REQUEST:
+            if broadcast:
+                self._drop("icmp_echo_broadcast")  # Linux's icmp_echo_ignore_broadcasts=1
+                return
+            reply = icmpv4.build_echo(icmpv4.TYPE_ECHO_REPLY, rest >> 16, rest & 0xFFFF, body)
+            self.stats["icmp_echo_replied"] += 1
+            self._send_ipv4(header.dst, header.src, PROTO_ICMP, reply, self.default_ttl, now)
+        elif icmp_type == icmpv4.TYPE_ECHO_REPLY:
+            endpoint = self.echo.lookup(header.dst, rest >> 16)
+            if endpoint is None or (endpoint.remote and endpoint.remote[0] != header.src):
+                self._drop("icmp_echo_reply_unmatched")
+                return
+            if not endpoint.deliver(message, (header.src, rest >> 16), header.ttl):
+                self._drop("icmp_rcvbuf_full")
+        elif icmp_type in (icmpv4.TYPE_DEST_UNREACHABLE, icmpv4.TYPE_TIME_EXCEEDED):
+            self._icmp_error_in(icmp_type, code, body)
+        else:
+            self._drop("icmp_unhandled_type")
+
+    def _icmp_error_in(self, icmp_type, code, quoted):
+        """Hand an ICMP error to the socket whose datagram it quotes (RFC 1122 3.2.2)."""
+        try:
+            inner = parse_ipv4_quoted(quoted)
+        except WireError:
+            self._drop("icmp_bad_quote")
+            return
+        src, dst, protocol, transport = inner
+        if icmp_type == icmpv4.TYPE_DEST_UNREACHABLE:
+            error = _UNREACH_ERRNO.get(code, errno.EHOSTUNREACH)
+        else:
+            error = errno.EHOSTUNREACH
+        if protocol == PROTO_UDP and len(transport) >= 4:
+            sport = (transport[0] << 8) | transport[1]
+            dport = (transport[2] << 8) | transport[3]
+            endpoint = self.udp.lookup(src, sport)
+            # Linux reports ICMP errors only on connected UDP sockets (without IP_RECVERR).
+            if endpoint is not None and endpoint.remote == (dst, dport):
+                endpoint.set_error(error)
+                self.stats["icmp_error_delivered"] += 1
+                return
+        elif protocol == PROTO_ICMP and len(transport) >= 8 and \
+                transport[0] == icmpv4.TYPE_ECHO_REQUEST:
+            endpoint = self.echo.lookup(src, (transport[4] << 8) | transport[5])
+            if endpoint is not None:
+                endpoint.set_error(error)
+                self.stats["icmp_error_delivered"] += 1
+                return
+        self._drop("icmp_error_unmatched")
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def poll(self, now):
+        """Run what is due at ``now``: ARP retries and expiry, looped-back packets."""
+        while self.loopback:
+            packet = self.loopback.popleft()
+            try:
+                self._ipv4_in(packet, 0, False, now)
+            except WireError as exc:
+                self._drop(exc.reason)
+        requests, failed = self.arp.poll(now)
+        for target_ip, target_mac in requests:
+            self._send_arp_request(target_ip, target_mac)
+        for packet in failed:
+            # Linux reports a failed resolution to the sender as host unreachable
+            # (ip_link_failure); we do the same, locally.
+            self.stats["arp_failed_packets"] += 1
+            self._icmp_error_in(icmpv4.TYPE_DEST_UNREACHABLE, icmpv4.CODE_HOST_UNREACHABLE,
+                                packet)
+
+    def poll_at(self):
+        """When :meth:`poll` next has work: a time, or None for "nothing scheduled"."""
+        if self.loopback:
+            return float("-inf")
+        return self.arp.poll_at()
+
+    # -- output ----------------------------------------------------------------------------
+
+    def route(self, dst):
+        """Return ``(source_address, next_hop)`` for ``dst``; ``OSError(ENETUNREACH)`` if none."""
+        if dst == LIMITED_BROADCAST:
+            if not self.interfaces:
+                raise _fail(errno.ENETUNREACH)
+            return self.interfaces[0].address, dst
+        if self.is_local(dst):
+            return dst, dst
+        route, next_hop = self.routes.lookup(dst)
+        if route is None:
+            raise _fail(errno.ENETUNREACH)
+        return route.source, next_hop
+
+    def _send_ipv4(self, src, dst, protocol, payload, ttl, now):
+        self._ident = (self._ident + 1) & 0xFFFF
+        packet = build_ipv4(src, dst, protocol, payload, ttl=ttl, ident=self._ident,
+                            flags_fragment=FLAG_DF)
+        if len(packet) > self.mtu:
+            raise _fail(errno.EMSGSIZE, f"{len(packet)} bytes > MTU {self.mtu} "
+                        "(fragmentation arrives with IPv6 support)")
+        if self.is_local(dst):
+            self.loopback.append(packet)
+            return
+        if self._is_broadcast(dst):
+            self._emit_ipv4_frame(BROADCAST, packet)
+            return
+        _, next_hop = self.route(dst)
+        mac, request = self.arp.lookup(next_hop, now)
+        if request is not None:
+            self._send_arp_request(*request)
+        if mac is not None:
+            self._emit_ipv4_frame(mac, packet)
+            return
+        request, dropped = self.arp.enqueue(next_hop, packet, now)
+        if request is not None:
+            self._send_arp_request(*request)
+        if dropped is not None:
+            self._drop("arp_queue_full")
+
+    def _emit_ipv4_frame(self, mac, packet):
+        self.outbox.append(build_ethernet(mac, self.mac, ETHERTYPE_IPV4, packet))
+        self.stats["tx_frames"] += 1
+
+    def _emit_arp(self, operation, eth_dst, sender_ip, target_mac, target_ip):
+        packet = arpwire.ArpPacket(operation, self.mac, sender_ip, target_mac, target_ip)
+        self.outbox.append(build_ethernet(eth_dst, self.mac, ETHERTYPE_ARP, packet.emit()))
+        self.stats["tx_frames"] += 1
+
+    def _send_arp_request(self, target_ip, target_mac):
+        source, _ = self.route(target_ip)
+        self._emit_arp(arpwire.OP_REQUEST, target_mac or BROADCAST, source, b"\0" * 6,
+                       target_ip)
+
+    def _send_icmp_error(self, icmp_type, code, datagram, header, now):
+        # RFC 1122 section 3.2.2: never about ICMP errors, fragments or broadcasts.
+        if header.protocol == PROTO_ICMP and len(datagram) > header.header_len and \
+                datagram[header.header_len] not in (icmpv4.TYPE_ECHO_REQUEST,
+                                                    icmpv4.TYPE_ECHO_REPLY):
+            return
+        if not self.icmp_limiter.take(now):
+            self._drop("icmp_rate_limited")
+            return
+        message = icmpv4.build_error(icmp_type, code, datagram)
+        try:
+            self._send_ipv4(header.dst, header.src, PROTO_ICMP, message, self.default_ttl, now)
+        except OSError:
+            self._drop("icmp_error_unroutable")
+
+    # -- datagram sockets ------------------------------------------------------------------
+
+    def open_endpoint(self, kind):
+        """A new unbound endpoint: ``"udp"`` or ``"icmp"`` (a Linux-style ping socket)."""
+        if kind not in ("udp", "icmp"):
+            raise ValueError(f"unknown endpoint kind {kind!r}")
+        return DatagramEndpoint(kind)
+
+    def _table(self, endpoint):
+        return self.udp if endpoint.kind == "udp" else self.echo
+
+    def bind(self, endpoint, addr, port):
+        """Bind to ``addr`` (ANY or one of ours) and ``port`` (0: ephemeral)."""
+        if endpoint.local_port:
+            raise _fail(errno.EINVAL, "already bound")
+        if addr != ANY and not self.is_local(addr) and not self._is_broadcast(addr):
+            raise _fail(errno.EADDRNOTAVAIL)
+        if self._table(endpoint).bind(endpoint, addr, port) is None:
+            raise _fail(errno.EADDRINUSE if port else errno.EAGAIN)
+
+    def connect(self, endpoint, addr, port, now):
+        """Set the default destination and filter; binds an ephemeral port if needed."""
+        if self._is_broadcast(addr) and not endpoint.broadcast:
+            raise _fail(errno.EACCES)
+        source, _ = self.route(addr)
+        if not endpoint.local_port:
+            self.bind(endpoint, ANY, 0)
+        if endpoint.local_addr == ANY and not self._is_broadcast(addr):
+            # Linux fixes the source address on connect (visible in getsockname).
+            table = self._table(endpoint)
+            table.unbind(endpoint)
+            if table.bind(endpoint, source, endpoint.local_port) is None:
+                table.bind(endpoint, ANY, endpoint.local_port)
+        endpoint.remote = (addr, port)
+
+    def disconnect(self, endpoint):
+        """Forget the default destination (connect to AF_UNSPEC)."""
+        endpoint.remote = None
+
+    def sendto(self, endpoint, payload, addr, port, now):
+        """Send one datagram; returns its payload length (the stdlib's return value)."""
+        if endpoint.closed:
+            raise _fail(errno.EBADF)
+        if self._is_broadcast(addr) and not endpoint.broadcast:
+            raise _fail(errno.EACCES)  # SO_BROADCAST is required, as on Linux
+        source, _ = self.route(addr)
+        if not endpoint.local_port:
+            self.bind(endpoint, ANY, 0)
+        if endpoint.local_addr != ANY and not self._is_broadcast(endpoint.local_addr):
+            source = endpoint.local_addr
+        ttl = endpoint.ttl or self.default_ttl
+        if endpoint.kind == "udp":
+            if len(payload) + UDP_HEADER_LEN + 20 > self.mtu:
+                raise _fail(errno.EMSGSIZE)
+            segment = build_udp(source, addr, endpoint.local_port, port, payload)
+            self._send_ipv4(source, addr, PROTO_UDP, segment, ttl, now)
+        else:
+            message = self._echo_request(endpoint, payload)
+            self._send_ipv4(source, addr, PROTO_ICMP, message, ttl, now)
+        return len(payload)
+
+    @staticmethod
+    def _echo_request(endpoint, message):
+        """Linux ping-socket semantics: the caller writes an echo request; we set the ident."""
+        if len(message) < icmpv4.HEADER_LEN or message[0] != icmpv4.TYPE_ECHO_REQUEST \
+                or message[1] != 0:
+            raise _fail(errno.EINVAL, "an ICMP socket sends echo requests only")
+        sequence = (message[6] << 8) | message[7]
+        return icmpv4.build_echo(icmpv4.TYPE_ECHO_REQUEST, endpoint.local_port, sequence,
+                                 bytes(message[icmpv4.HEADER_LEN:]))
+
+    def close_endpoint(self, endpoint):
+        """Release the endpoint's port; queued datagrams are discarded."""
+        self._table(endpoint).unbind(endpoint)
+        endpoint.closed = True
+        endpoint.queue.clear()
+        endpoint.queued_bytes = 0
+
+
+def parse_ipv4_quoted(quoted):
+    """Parse the IP header an ICMP error quotes: ``(src, dst, protocol, transport_bytes)``.
+
+    The quote is truncated by design (header + 8 bytes), so only the header is validated.
+    """
+    if len(quoted) < 20 or quoted[0] >> 4 != 4:
+        raise WireError("icmp_bad_quote")
+    header_len = (quoted[0] & 0x0F) * 4
+    if header_len < 20 or len(quoted) < header_len:
+        raise WireError("icmp_bad_quote")
+    return (bytes(quoted[12:16]), bytes(quoted[16:20]), quoted[9],
+            bytes(quoted[header_len:]))

@@ -1,0 +1,1 @@
+"""Per-protocol state: UDP endpoints, ICMP echo endpoints and error rate limiting."""

@@ -1,0 +1,112 @@
+"""Runtimes: what drives a :class:`~lwstack.iface.host.Host` in real time.
+
+Design note.  One reactor thread per stack, and no thread hop per frame:
+
+- The reactor sleeps in the phy's ``wait`` (``poll`` on the switch socket) until frames arrive
+  or the host's next timer is due, then takes the stack lock once for the whole batch, feeds
+  every frame to the host, runs due timers, sends the host's output, and wakes application
+  threads only if some endpoint changed.
+- Application threads call into the host directly under the same lock and send their own
+  frames from their own thread.  If a call made the next timer earlier (an ARP request now
+  waits for an answer), the reactor is woken so it can shorten its sleep.
+- A stack with nothing to do sleeps in ``poll`` with no timeout: no CPU at all.
+
+The virtual-time runtime for tests lives in :mod:`lwstack.sim`; both share
+:class:`DriverBase`, so sockets see one interface: a lock, a condition, ``now()``,
+``flush()`` and ``wait_for()``.
+"""
+import threading
+import time
+
+
+class DriverBase:
+    """What a socket needs from whatever drives the stack."""
+
+    def __init__(self, phy):
+        self.phy = phy
+        self.host = None
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.closed = False
+        self._changed = False
+
+    def attach(self, host):
+        """Start driving ``host``; endpoints report readiness through :meth:`endpoint_changed`."""
+        self.host = host
+        self.flush()
+
+    def endpoint_changed(self, endpoint):
+        """Called by endpoints (under the lock) when they become readable or get an error."""
+        self._changed = True
+
+    def flush(self):
+        """Send every frame the host has produced (caller holds the lock or is single-threaded)."""
+        outbox = self.host.outbox
+        if outbox:
+            send = self.phy.send
+            for frame in outbox:
+                if not send(frame):
+                    self.host.stats["drop.tx_queue_full"] += 1
+            outbox.clear()
+
+
+class ThreadedDriver(DriverBase):
+    """Drives a host on the monotonic clock with one reactor thread (see the module note)."""
+
+    def __init__(self, phy, clock=time.monotonic, name="lwstack"):
+        super().__init__(phy)
+        self.now = clock
+        self._deadline = None
+        self._thread = threading.Thread(target=self._run, name=f"{name}-reactor", daemon=True)
+
+    def attach(self, host):
+        """Start driving ``host`` and start the reactor thread."""
+        super().attach(host)
+        self._thread.start()
+
+    def after_call(self):
+        """After an API call under the lock: send its frames, re-arm the reactor if needed."""
+        self.flush()
+        due = self.host.poll_at()
+        if due is not None and (self._deadline is None or due < self._deadline):
+            self._deadline = due
+            self.phy.wake()
+
+    def wait_for(self, predicate, timeout):
+        """Block (lock held) until ``predicate()`` or ``timeout`` seconds; return the predicate."""
+        return self.cond.wait_for(predicate, timeout)
+
+    def _run(self):
+        host = self.host
+        phy = self.phy
+        while not self.closed:
+            with self.lock:
+                self._deadline = host.poll_at()
+                deadline = self._deadline
+            timeout = None if deadline is None else max(0.0, deadline - self.now())
+            phy.wait(timeout)
+            if self.closed:
+                break
+            frames = phy.receive()
+            with self.lock:
+                now = self.now()
+                receive = host.receive
+                for frame in frames:
+                    receive(frame, now)
+                due = host.poll_at()
+                if due is not None and due <= now:
+                    host.poll(now)
+                self.flush()
+                if self._changed:
+                    self._changed = False
+                    self.cond.notify_all()
+
+    def close(self):
+        """Stop the reactor, wake every waiter, release the phy."""
+        with self.lock:
+            self.closed = True
+            self.cond.notify_all()
+        self.phy.wake()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.phy.close()

@@ -1,0 +1,398 @@
+"""A stdlib-compatible socket API over lwstack stacks.
+
+``lwstack.socket.socket(family, type, proto, stack=...)`` behaves like :class:`socket.socket`
+for what lwstack implements so far: IPv4 datagram sockets, UDP and Linux-style ICMP echo
+("ping") sockets.  Blocking, non-blocking and timeout modes follow the stdlib, and errors are
+``OSError(errno, strerror)`` so that CPython picks the same subclass a kernel socket would give
+(``ConnectionRefusedError``, ``BlockingIOError``, ...); a timeout raises ``TimeoutError``.
+
+Without ``stack=``, a socket uses the calling thread's default stack
+(:meth:`lwstack.Stack.make_default`).
+"""
+import errno as _errno
+import os as _os
+import socket as _stdlib
+import struct as _struct
+
+from lwstack.proto.datagram import ANY as _ANY
+from lwstack.wire.ipv4 import addr_to_str as _addr_to_str, parse_addr as _parse_addr
+
+# The constants and exceptions are the stdlib's own, so code can mix both modules.
+from socket import (AF_INET, AF_INET6, AF_UNSPEC, IPPROTO_ICMP, IPPROTO_IP, IPPROTO_TCP,  # noqa: F401
+                    IPPROTO_UDP, IP_TTL, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC,
+                    SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK,
+                    SOCK_STREAM, SOL_SOCKET, SO_BROADCAST, SO_ERROR, SO_RCVBUF, SO_REUSEADDR,
+                    SO_SNDBUF, SO_TYPE, gaierror, herror, timeout)
+from socket import error  # noqa: F401  (an alias of OSError, kept for old code)
+
+#: Linux's IP_RECVTTL (12), which the stdlib does not export.
+IP_RECVTTL = getattr(_stdlib, "IP_RECVTTL", 12)
+
+__all__ = ["socket", "getdefaulttimeout", "setdefaulttimeout", "AF_INET", "SOCK_DGRAM",
+           "IPPROTO_UDP", "IPPROTO_ICMP", "gaierror", "timeout"]
+
+_default_timeout = None
+_MAX_BUF = 8 * 1024 * 1024
+_MIN_RCVBUF = 2304   # Linux's floor for SO_RCVBUF (SOCK_MIN_RCVBUF)
+
+
+def getdefaulttimeout():
+    """The timeout new lwstack sockets start with (None: blocking)."""
+    return _default_timeout
+
+
+def setdefaulttimeout(value):
+    """Set the timeout new lwstack sockets start with, as :func:`socket.setdefaulttimeout`."""
+    global _default_timeout
+    _default_timeout = _check_timeout(value)
+
+
+def _check_timeout(value):
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError("Timeout value must be int, float or None") from None
+    if value < 0:
+        raise ValueError("Timeout value out of range")
+    return value
+
+
+def _oserror(code, detail=None):
+    message = _os.strerror(code)
+    return OSError(code, f"{message} ({detail})" if detail else message)
+
+
+class socket:
+    """An lwstack socket with the stdlib's methods (see the module docstring)."""
+
+    def __init__(self, family=AF_INET, type=SOCK_DGRAM, proto=0, fileno=None, *, stack=None):
+        if fileno is not None:
+            raise ValueError("lwstack sockets cannot wrap a file descriptor")
+        from lwstack.stack import default_stack
+        self._stack = stack if stack is not None else default_stack()
+        if self._stack.closed:
+            raise _oserror(_errno.ENETDOWN, "the stack is closed")
+        nonblocking = bool(type & SOCK_NONBLOCK)
+        base_type = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if family == AF_INET6:
+            raise _oserror(_errno.EAFNOSUPPORT, "IPv6 is not supported yet")
+        if family != AF_INET:
+            raise _oserror(_errno.EAFNOSUPPORT)
+        if base_type == SOCK_STREAM:
+            raise _oserror(_errno.EPROTONOSUPPORT, "TCP is not supported yet")
+        if base_type != SOCK_DGRAM:
+            raise _oserror(_errno.ESOCKTNOSUPPORT)
+        if proto in (0, IPPROTO_UDP):
+            kind, proto = "udp", IPPROTO_UDP
+        elif proto == IPPROTO_ICMP:
+            kind = "icmp"
+        else:
+            raise _oserror(_errno.EPROTONOSUPPORT)
+        self.family = _stdlib.AddressFamily(family)
+        self.type = _stdlib.SocketKind(base_type)
+        self.proto = proto
+        self._driver = self._stack.driver
+        self._host = self._stack.host
+        self._endpoint = self._host.open_endpoint(kind)
+        self._endpoint.on_change = self._driver.endpoint_changed
+        self._timeout = 0.0 if nonblocking else _default_timeout
+        self._recv_ttl = False
+        self._sndbuf = 212992
+        self._closed = False
+
+    # -- modes -------------------------------------------------------------------------------
+
+    def settimeout(self, value):
+        """None: blocking; 0: non-blocking; a positive number: seconds before TimeoutError."""
+        self._timeout = _check_timeout(value)
+
+    def gettimeout(self):
+        """The socket's timeout (None when blocking)."""
+        return self._timeout
+
+    def setblocking(self, flag):
+        """``setblocking(False)`` is ``settimeout(0)``; ``setblocking(True)`` is ``settimeout(None)``."""
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self):
+        """False for non-blocking mode (timeout 0), True otherwise."""
+        return self._timeout != 0.0
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    def _resolve(self, address, for_bind=False):
+        if not isinstance(address, tuple) or len(address) != 2:
+            raise TypeError(f"AF_INET address must be a pair (host, port), not {address!r}")
+        host, port = address
+        if not isinstance(port, int):
+            raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+        if not 0 <= port <= 0xFFFF:
+            raise OverflowError("port must be 0-65535.")
+        if not isinstance(host, (str, bytes)):
+            raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host == "":
+            return _ANY, port
+        if host == "<broadcast>":
+            return b"\xff\xff\xff\xff", port
+        try:
+            return _parse_addr(host), port
+        except ValueError:
+            # Names need the resolver (DNS arrives with automatic configuration).
+            raise gaierror(_stdlib.EAI_NONAME, "Name or service not known") from None
+
+    def bind(self, address):
+        """Bind to ``(host, port)``; ``""`` is any local address and port 0 an ephemeral port."""
+        addr, port = self._resolve(address, for_bind=True)
+        with self._driver.lock:
+            self._check_open()
+            self._host.bind(self._endpoint, addr, port)
+
+    def connect(self, address):
+        """Set the default destination; only datagrams from it are received afterwards."""
+        error = self.connect_ex(address)
+        if error:
+            raise _oserror(error)
+
+    def connect_ex(self, address):
+        """Like :meth:`connect` but return an errno instead of raising (0 on success)."""
+        addr, port = self._resolve(address)
+        with self._driver.lock:
+            self._check_open()
+            if addr == _ANY:
+                addr = self._host.interfaces[0].address if self._host.interfaces else addr
+            try:
+                self._host.connect(self._endpoint, addr, port, self._driver.now())
+            except OSError as exc:
+                return exc.errno
+        return 0
+
+    def getsockname(self):
+        """The local ``(host, port)``; ``('0.0.0.0', 0)`` before binding."""
+        self._check_open()
+        ep = self._endpoint
+        return _addr_to_str(ep.local_addr), ep.local_port if ep.kind == "udp" else 0
+
+    def getpeername(self):
+        """The connected peer's ``(host, port)``; ENOTCONN if not connected."""
+        self._check_open()
+        if self._endpoint.remote is None:
+            raise _oserror(_errno.ENOTCONN)
+        addr, port = self._endpoint.remote
+        return _addr_to_str(addr), port
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def sendto(self, data, flags_or_address, address=None):
+        """Send one datagram to ``address``; returns the number of bytes sent."""
+        if address is None:
+            flags, address = 0, flags_or_address
+        else:
+            flags = flags_or_address
+        self._check_flags(flags, MSG_DONTWAIT)
+        data = self._as_bytes(data)
+        addr, port = self._resolve(address)
+        if addr == _ANY:
+            raise _oserror(_errno.EDESTADDRREQ) if port == 0 else _oserror(_errno.ENETUNREACH)
+        return self._send(data, addr, port)
+
+    def send(self, data, flags=0):
+        """Send one datagram to the connected peer."""
+        self._check_flags(flags, MSG_DONTWAIT)
+        data = self._as_bytes(data)
+        remote = self._endpoint.remote
+        if remote is None:
+            self._check_open()
+            raise _oserror(_errno.EDESTADDRREQ)
+        return self._send(data, *remote)
+
+    def sendall(self, data, flags=0):
+        """Datagram sockets send everything at once: same as :meth:`send`, returns None."""
+        self.send(data, flags)
+
+    def _send(self, data, addr, port):
+        if self.type == SOCK_DGRAM and len(data) > self._sndbuf:
+            raise _oserror(_errno.EMSGSIZE)
+        with self._driver.lock:
+            self._check_open()
+            error = self._endpoint.pop_error()
+            if error:
+                raise _oserror(error)
+            try:
+                return self._host.sendto(self._endpoint, data, addr, port, self._driver.now())
+            finally:
+                self._driver.after_call()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def recvfrom(self, bufsize, flags=0):
+        """Receive one datagram: ``(data, (host, port))``, truncated to ``bufsize``."""
+        data, _ttl, source, _truncated = self._recv(bufsize, flags)
+        return data, source
+
+    def recv(self, bufsize, flags=0):
+        """Receive one datagram's data, truncated to ``bufsize``."""
+        return self._recv(bufsize, flags)[0]
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        """Receive into ``buffer``; returns the number of bytes written."""
+        return self.recvfrom_into(buffer, nbytes, flags)[0]
+
+    def recvfrom_into(self, buffer, nbytes=0, flags=0):
+        """Receive into ``buffer``: ``(nbytes, (host, port))``."""
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if nbytes == 0 or nbytes > len(view):
+            if nbytes > len(view):
+                raise ValueError("nbytes is greater than the length of the buffer")
+            nbytes = len(view)
+        data, _ttl, source, _truncated = self._recv(nbytes, flags)
+        view[:len(data)] = data
+        return len(data), source
+
+    def recvmsg(self, bufsize, ancbufsize=0, flags=0):
+        """``(data, ancdata, msg_flags, address)``; ancdata carries IP_TTL with IP_RECVTTL."""
+        data, ttl, source, truncated = self._recv(bufsize, flags)
+        ancdata = []
+        if self._recv_ttl and ancbufsize >= _stdlib.CMSG_SPACE(4):
+            ancdata.append((IPPROTO_IP, IP_TTL, _struct.pack("i", ttl)))
+        return data, ancdata, MSG_TRUNC if truncated else 0, source
+
+    def _recv(self, bufsize, flags):
+        if not isinstance(bufsize, int):
+            raise TypeError("an integer is required for the buffer size")
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        self._check_flags(flags, MSG_DONTWAIT | MSG_PEEK)
+        endpoint = self._endpoint
+        with self._driver.lock:
+            self._check_open()
+            if not endpoint.queue and not endpoint.error:
+                if flags & MSG_DONTWAIT or self._timeout == 0.0:
+                    raise _oserror(_errno.EAGAIN)
+                if not self._driver.wait_for(self._ready, self._timeout):
+                    raise timeout("timed out")
+                self._check_open()
+            error = endpoint.pop_error()
+            if error:
+                raise _oserror(error)
+            payload, (addr, port), ttl = endpoint.queue[0] if flags & MSG_PEEK else endpoint.take()
+        truncated = len(payload) > bufsize
+        return bytes(payload[:bufsize]), ttl, (_addr_to_str(addr), port), truncated
+
+    def _ready(self):
+        return self._endpoint.readable or self._closed or self._driver.closed
+
+    # -- options -----------------------------------------------------------------------------
+
+    def setsockopt(self, level, option, value, optlen=None):
+        """SO_BROADCAST, SO_REUSEADDR, SO_RCVBUF, SO_SNDBUF, IP_TTL, IP_RECVTTL."""
+        self._check_open()
+        if optlen is not None or not isinstance(value, (int, bool)):
+            if isinstance(value, (bytes, bytearray)) and len(value) >= 4:
+                value = _struct.unpack("i", bytes(value[:4]))[0]
+            else:
+                raise _oserror(_errno.EINVAL)
+        value = int(value)
+        ep = self._endpoint
+        if level == SOL_SOCKET and option == SO_BROADCAST:
+            ep.broadcast = bool(value)
+        elif level == SOL_SOCKET and option == SO_REUSEADDR:
+            ep.reuse_addr = bool(value)
+        elif level == SOL_SOCKET and option == SO_RCVBUF:
+            # Linux doubles the request to account for bookkeeping, within bounds.
+            ep.rcvbuf = max(_MIN_RCVBUF, min(2 * value, _MAX_BUF))
+        elif level == SOL_SOCKET and option == SO_SNDBUF:
+            self._sndbuf = max(4608, min(2 * value, _MAX_BUF))
+        elif level == IPPROTO_IP and option == IP_TTL:
+            if not 1 <= value <= 255 and value != -1:
+                raise _oserror(_errno.EINVAL)
+            ep.ttl = None if value == -1 else value
+        elif level == IPPROTO_IP and option == IP_RECVTTL:
+            self._recv_ttl = bool(value)
+        else:
+            raise _oserror(_errno.ENOPROTOOPT)
+
+    def getsockopt(self, level, option, buflen=None):
+        """Read an option; SO_ERROR returns and clears the pending error."""
+        self._check_open()
+        ep = self._endpoint
+        if level == SOL_SOCKET and option == SO_ERROR:
+            with self._driver.lock:
+                value = ep.pop_error()
+        elif level == SOL_SOCKET and option == SO_TYPE:
+            value = int(self.type)
+        elif level == SOL_SOCKET and option == SO_BROADCAST:
+            value = int(ep.broadcast)
+        elif level == SOL_SOCKET and option == SO_REUSEADDR:
+            value = int(ep.reuse_addr)
+        elif level == SOL_SOCKET and option == SO_RCVBUF:
+            value = ep.rcvbuf
+        elif level == SOL_SOCKET and option == SO_SNDBUF:
+            value = self._sndbuf
+        elif level == IPPROTO_IP and option == IP_TTL:
+            value = ep.ttl or self._host.default_ttl
+        elif level == IPPROTO_IP and option == IP_RECVTTL:
+            value = int(self._recv_ttl)
+        else:
+            raise _oserror(_errno.ENOPROTOOPT)
+        return _struct.pack("i", value)[:buflen] if buflen else value
+
+    # -- life --------------------------------------------------------------------------------
+
+    def close(self):
+        """Release the port; later calls raise EBADF.  Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._driver.lock:
+            self._host.close_endpoint(self._endpoint)
+            self._driver.cond.notify_all()
+
+    def shutdown(self, how):
+        """Datagram sockets: only validates ``how`` and the connection, as Linux does."""
+        self._check_open()
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise _oserror(_errno.EINVAL)
+        if self._endpoint.remote is None:
+            raise _oserror(_errno.ENOTCONN)
+
+    @property
+    def stack(self):
+        """The :class:`lwstack.Stack` this socket belongs to."""
+        return self._stack
+
+    def _check_open(self):
+        if self._closed:
+            raise _oserror(_errno.EBADF)
+        if self._driver.closed:
+            raise _oserror(_errno.ENETDOWN, "the stack is closed")
+
+    @staticmethod
+    def _check_flags(flags, allowed):
+        if flags & ~allowed:
+            raise _oserror(_errno.EOPNOTSUPP, f"flags {flags:#x}")
+
+    @staticmethod
+    def _as_bytes(data):
+        if isinstance(data, bytes):
+            return data
+        try:
+            return bytes(memoryview(data).cast("B"))
+        except TypeError:
+            raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = " [closed]" if self._closed else ""
+        return (f"<lwstack.socket.socket{state} family={self.family!r}, type={self.type!r}, "
+                f"proto={self.proto}, laddr={self.getsockname() if not self._closed else None}>")

@@ -1,0 +1,154 @@
+"""``lwstack.Stack``: a network identity (MAC, addresses, routes) owned by a program or thread."""
+import random
+import threading
+import time
+
+from lwstack.iface.config import parse_config
+from lwstack.iface.host import Host
+from lwstack.runtime import ThreadedDriver
+from lwstack.wire.ethernet import mac_to_str
+from lwstack.wire.ipv4 import addr_to_str
+
+_thread_default = threading.local()
+
+
+class Stack:
+    """A userspace TCP/IP stack plugged into a virtual Ethernet switch.
+
+    ``network`` says where to plug in:
+
+    - a vdeplug4 locator string: ``"vde:///tmp/sw"``, ``"vde:///tmp/sw[3]"``, or ``""``/None
+      for the default switch;
+    - a :class:`vde.memory.MemorySwitch` (a new port is plugged) or one of its ports;
+    - a :class:`lwstack.sim.VirtualNetwork` (virtual time, for tests).
+
+    ``config`` is an iothconf string: ``"eth,ip=10.0.0.2/24,gw=10.0.0.1,mac=...,mtu=..."``.
+    ``port_options`` are passed to the in-memory switch port (impairments).
+    Close the stack (or use it as a context manager) to release its switch port.
+    """
+
+    def __init__(self, network=None, config="", *, description=None, rng=None,
+                 timeout=5.0, **port_options):
+        from lwstack.sim import VirtualNetwork  # avoid importing the simulator eagerly
+        from vde.memory import MemoryPort, MemorySwitch
+
+        self.config = parse_config(config)
+        description = description or f"lwstack {config}"
+        if isinstance(network, VirtualNetwork):
+            driver = network.attach(description=description, **port_options)
+            rng = rng or random.Random(network.rng.getrandbits(64))
+        else:
+            if isinstance(network, MemorySwitch):
+                network = network.plug(description=description, **port_options)
+            elif port_options:
+                raise TypeError("impairment options apply to in-memory switches only: "
+                                + ", ".join(sorted(port_options)))
+            if isinstance(network, MemoryPort):
+                from lwstack.phy.memory import MemoryPhy
+                phy = MemoryPhy(network, time.monotonic)
+            elif network is None or isinstance(network, str):
+                from lwstack.phy.vdeplug import PlugPhy
+                phy = PlugPhy(network or "", description=description, timeout=timeout)
+            else:
+                raise TypeError("network must be a locator string, a MemorySwitch, a MemoryPort "
+                                f"or a VirtualNetwork, not {type(network).__name__}")
+            driver = ThreadedDriver(phy)
+        self.driver = driver
+        with driver.lock:
+            self.host = Host(self.config, driver.now(), rng=rng)
+            driver.attach(self.host)
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def mac(self):
+        """The interface's MAC address as text."""
+        return mac_to_str(self.host.mac)
+
+    @property
+    def addresses(self):
+        """IPv4 addresses with prefix lengths, e.g. ``['10.0.0.2/24']``."""
+        return [f"{addr_to_str(i.address)}/{i.prefix_len}" for i in self.host.interfaces]
+
+    @property
+    def mtu(self):
+        """The interface MTU."""
+        return self.host.mtu
+
+    def stats(self):
+        """A snapshot of the stack's counters (frames, drops by reason, ...)."""
+        with self.driver.lock:
+            counters = dict(self.host.stats)
+            counters.update({f"arp.{k}": v for k, v in self.host.arp.stats.items()})
+        return counters
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    def socket(self, family=None, type=None, proto=0):
+        """A socket on this stack, like :func:`socket.socket` (AF_INET; SOCK_DGRAM so far)."""
+        from lwstack import socket as lwsocket
+        return lwsocket.socket(family if family is not None else lwsocket.AF_INET,
+                               type if type is not None else lwsocket.SOCK_DGRAM,
+                               proto, stack=self)
+
+    # -- default stack per thread ------------------------------------------------------------
+
+    def make_default(self):
+        """Make this the stack used by :mod:`lwstack.socket` in the current thread."""
+        _thread_default.stack = self
+        return self
+
+    def as_default(self):
+        """Context manager: this stack is the thread's default inside the ``with`` block."""
+        return _DefaultStack(self)
+
+    # -- life --------------------------------------------------------------------------------
+
+    @property
+    def closed(self):
+        """True once :meth:`close` has run."""
+        return self.driver.closed
+
+    def close(self):
+        """Stop the stack and release its switch port.  Sockets on it fail with EBADF."""
+        if self.driver.closed:
+            return
+        self.driver.close()
+        if getattr(_thread_default, "stack", None) is self:
+            _thread_default.stack = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self.closed else ", ".join(self.addresses) or "no address"
+        return f"<lwstack.Stack {self.mac} {state}>"
+
+
+class _DefaultStack:
+    def __init__(self, stack):
+        self.stack = stack
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = getattr(_thread_default, "stack", None)
+        _thread_default.stack = self.stack
+        return self.stack
+
+    def __exit__(self, *exc_info):
+        _thread_default.stack = self.previous
+
+
+def default_stack():
+    """The current thread's default stack; ``OSError(ENETDOWN)`` if there is none."""
+    stack = getattr(_thread_default, "stack", None)
+    if stack is None or stack.closed:
+        import errno
+        import os
+        raise OSError(errno.ENETDOWN, os.strerror(errno.ENETDOWN) +
+                      ": no lwstack.Stack is the default for this thread "
+                      "(call stack.make_default() or pass stack=)")
+    return stack
