@@ -21,11 +21,15 @@ ends the endpoint and EOF on it is how we learn that the switch went away.
   blocks; a full queue drops the frame and counts it, as vde_switch itself does (there is no
   back-pressure anywhere in VDE).
 - Socket buffers: SO_SNDBUF and SO_RCVBUF are raised to 4 MiB (the kernel caps them at
-  ``net.core.wmem_max``/``rmem_max``).  For unix datagram sockets the binding limit is
-  usually not bytes but ``net.unix.max_dgram_qlen`` (default 10): a receiver's queue holds at
-  most that many datagrams whatever its buffer size, so a burst of more than about ten frames
-  towards a reader that is not draining is partly lost in the switch.  The larger send
-  buffer still matters for large frames (ten 9 KiB frames exceed the 208 KiB default).
+  ``net.core.wmem_max``/``rmem_max``).  What we found on Linux: ``net.unix.max_dgram_qlen``
+  (default 10) does NOT limit this path, because the kernel applies it only when the receiver
+  is not connected back to the sender, and vde_switch's per-port socket and ours are
+  connected to each other.  A unix datagram is charged to the *sender's* send buffer until it
+  is read, so what bounds a burst is the send buffer: ours towards the switch (with 4 MiB we
+  queued 1000 frames of 1514 B without a drop; with the 208 KiB default about half were
+  refused), and vde_switch's (default, 208 KiB) towards a peer that is not reading: there
+  about 280 frames of 64 B or 93 of 1514 B wait, the rest are dropped by the switch.  A
+  switch that sends from one unconnected socket with ``sendto`` does meet the limit of 10.
 - :meth:`VdePlug.recv_batch` calls ``recv`` in a loop: CPython allocates the result at the
   maximum size and shrinks it in place, which measured faster than ``recv_into`` a shared
   buffer followed by a copy out of it.
