@@ -271,7 +271,7 @@ class socket:
         endpoint = self._endpoint
         with self._driver.lock:
             self._check_open()
-            if not endpoint.queue and not endpoint.error:
+            if not endpoint.queue and not endpoint.errors:
                 if flags & MSG_DONTWAIT or self._timeout == 0.0:
                     raise _oserror(_errno.EAGAIN)
                 if not self._driver.wait_for(self._ready, self._timeout):

@@ -1,5 +1,7 @@
 """Shared plumbing for lwstack's command-line tools: one-line errors, clean interrupts."""
 import argparse
+import os
+import signal
 import sys
 
 
@@ -10,17 +12,25 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n")
 
 
-def run(main, argv=None):
-    """Call ``main(argv)``; turn errors and Ctrl-C into one line and an exit status.
+def run(main, argv=None, error_status=1):
+    """Call ``main(argv)`` (``argv`` may be any argument, e.g. parsed options); turn errors
+    and Ctrl-C into one line and an exit status.
 
     ``OSError`` and ``ValueError`` raised by the library carry a clear message already, so a
     user sees ``prog: message`` instead of a traceback.
     """
-    prog = argparse.ArgumentParser().prog
+    prog = os.path.basename(sys.argv[0]).removesuffix(".py")
     try:
         return main(argv)
     except KeyboardInterrupt:
         return 130
     except (OSError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
+        return error_status
+
+
+def stop_on_sigterm():
+    """Make SIGTERM behave like Ctrl-C, so ``with`` blocks release switch ports on the way out."""
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)

@@ -1,9 +1,10 @@
 """Datagram endpoints: the sans-IO state behind a UDP socket or an ICMP echo socket.
 
 An endpoint owns a receive queue bounded in bytes (like SO_RCVBUF: a datagram that does not
-fit is dropped and counted, never partially kept), the socket's pending error (``SO_ERROR``,
-set by ICMP errors on a connected socket, as Linux does without IP_RECVERR), and its local and
-remote addresses.  ``on_change`` is called whenever the endpoint becomes readable or gets an
+fit is dropped and counted, never partially kept), the socket's pending errors, and its local
+and remote addresses.  A UDP endpoint keeps one pending error (``SO_ERROR``, set by ICMP errors
+on a connected socket, as Linux does without IP_RECVERR); an ICMP echo endpoint queues them,
+one per failed request, so a pinger can tell each request's fate (Linux's error queue).  ``on_change`` is called whenever the endpoint becomes readable or gets an
 error, so a runtime can wake whoever waits on it; the core never blocks.
 """
 import collections
@@ -20,7 +21,7 @@ class DatagramEndpoint:
     """One datagram socket's state inside the stack."""
 
     __slots__ = ("kind", "local_addr", "local_port", "remote", "queue", "queued_bytes",
-                 "rcvbuf", "error", "closed", "on_change", "broadcast", "reuse_addr",
+                 "rcvbuf", "errors", "closed", "on_change", "broadcast", "reuse_addr",
                  "ttl", "dropped")
 
     def __init__(self, kind, rcvbuf=DEFAULT_RCVBUF):
@@ -31,7 +32,7 @@ class DatagramEndpoint:
         self.queue = collections.deque()
         self.queued_bytes = 0
         self.rcvbuf = rcvbuf
-        self.error = 0
+        self.errors = collections.deque(maxlen=1 if kind == "udp" else 64)
         self.closed = False
         self.on_change = None
         self.broadcast = False          # SO_BROADCAST
@@ -58,20 +59,19 @@ class DatagramEndpoint:
         return item
 
     def set_error(self, errno_value):
-        """Record an asynchronous error (reported once by the next call, as SO_ERROR)."""
-        self.error = errno_value
+        """Record an asynchronous error, reported once by a later call (as SO_ERROR)."""
+        self.errors.append(errno_value)
         if self.on_change is not None:
             self.on_change(self)
 
     def pop_error(self):
-        """Return and clear the pending error (0 if none)."""
-        error, self.error = self.error, 0
-        return error
+        """Return and clear the oldest pending error (0 if none)."""
+        return self.errors.popleft() if self.errors else 0
 
     @property
     def readable(self):
         """True when a receive call would not block."""
-        return bool(self.queue) or bool(self.error) or self.closed
+        return bool(self.queue) or bool(self.errors) or self.closed
 
 
 class PortTable:
