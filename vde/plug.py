@@ -65,6 +65,7 @@ VDE_OPTIONS = ("port", "mode")
 
 _sequence = itertools.count()
 _REPLY_NAME = re.compile(r"(\d+)\.\d+\Z")
+_QUEUE_FULL = frozenset({errno.EAGAIN, errno.ENOBUFS})
 _SWITCH_GONE = frozenset({errno.ECONNREFUSED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE})
 
 
@@ -98,9 +99,11 @@ class VdePlug:
         self._data = data_socket
         self._control = control_socket
         self._closed = False
+        #: The switch directory (the one holding ``ctl``).
         self.switch_path = switch_path
         #: The switch's datagram socket for this endpoint (``DIR/NNN.F``).
         self.remote_path = remote_path
+        #: The switch port, from the reply's ``NNN.F`` name (None if named otherwise).
         self.port = port
         #: Counters: frames and bytes sent and received, frames dropped on a full queue.
         self.stats = {"tx_frames": 0, "tx_bytes": 0, "rx_frames": 0, "rx_bytes": 0,
@@ -142,11 +145,8 @@ class VdePlug:
             raise ValueError(f"frame of {size} bytes: must be {MIN_FRAME}..{MAX_FRAME}")
         try:
             self._data.send(frame)
-        except BlockingIOError:
-            self.stats["tx_dropped"] += 1
-            return False
         except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
+            if exc.errno not in _QUEUE_FULL:
                 self._raise_data_error(exc)
             self.stats["tx_dropped"] += 1
             return False
