@@ -14,6 +14,7 @@ BROADCAST = b"\xff\xff\xff\xff\xff\xff"
 #: Frames shorter than this are padded when sent towards real Ethernet; VDE does not need it,
 #: but the kernel's tap driver and some peers expect the 802.3 minimum, so we pad like Linux.
 MIN_FRAME_LEN = 60
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def parse_ethernet(frame):
@@ -48,7 +49,9 @@ def parse_mac(text):
     """``'02:00:00:00:00:01'`` (or with ``-``) -> 6 bytes; ``ValueError`` if malformed."""
     parts = text.replace("-", ":").split(":")
     try:
-        if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+        # Hex digits only: int(p, 16) alone would also take " 2", "+2" or "0_".
+        if len(parts) != 6 or not all(1 <= len(p) <= 2 and all(c in _HEX for c in p)
+                                      for p in parts):
             raise ValueError
         return bytes(int(p, 16) for p in parts)
     except ValueError:
