@@ -93,9 +93,11 @@ def addr_to_str(addr):
 
 def parse_addr(text):
     """Dotted quad -> 4 bytes; ``ValueError`` naming the text if it is not one."""
+    # ASCII digits only: str.isdigit() and int() also take other scripts' digits ("\u0661").
     parts = text.split(".") if isinstance(text, str) else ()
     try:
-        if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 for p in parts):
+        if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 3
+                                      for p in parts):
             raise ValueError
         value = bytes(int(p) for p in parts)
     except ValueError:
