@@ -1,3 +1,5 @@
+cimport cython
+
 cdef bint _COMPILED
 
 cpdef ones_sum(data, unsigned long initial=*)
