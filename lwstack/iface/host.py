@@ -212,7 +212,8 @@ class Host:
             if endpoint is None or (endpoint.remote and endpoint.remote[0] != header.src):
                 self._drop("icmp_echo_reply_unmatched")
                 return
-            if not endpoint.deliver(message, (header.src, rest >> 16), header.ttl):
+            # Linux ping sockets report the peer with port 0.
+            if not endpoint.deliver(message, (header.src, 0), header.ttl):
                 self._drop("icmp_rcvbuf_full")
         elif icmp_type in (icmpv4.TYPE_DEST_UNREACHABLE, icmpv4.TYPE_TIME_EXCEEDED):
             self._icmp_error_in(icmp_type, code, body)
