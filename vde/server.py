@@ -114,12 +114,13 @@ class SwitchServer:
 
     ``mode`` is the permission of the sockets (the directory gets the matching x bits);
     ``mgmt`` the console socket path (None: none); ``stdin_console`` also reads commands on
-    stdin.  Other arguments configure the :class:`~vde.core.SwitchCore` (``self.core``).
+    stdin; ``socket_buffer`` the SO_SNDBUF/SO_RCVBUF of each endpoint's datagram socket, which
+    bounds how much the switch queues towards a reader that falls behind.  Other arguments configure the :class:`~vde.core.SwitchCore` (``self.core``).
     """
 
     def __init__(self, directory, *, numports=32, hub=False, mgmt=None, mode=0o600,
                  max_frame=DEFAULT_MAX_FRAME, max_mac_entries=4096, hashsize=128, expire=100.0,
-                 stdin_console=False):
+                 stdin_console=False, socket_buffer=SOCKET_BUFFER):
         if max_frame < DEFAULT_MAX_FRAME:
             raise ValueError(f"max_frame must be at least {DEFAULT_MAX_FRAME}, not {max_frame}")
         if hashsize < 1:
@@ -134,6 +135,7 @@ class SwitchServer:
                                          mgmt_path=self.mgmt_path, mgmt_mode=mode,
                                          hashsize=hashsize)
         self._stdin_console = stdin_console
+        self._socket_buffer = socket_buffer
         self._selector = None
         self._listener = None
         self._mgmt_listener = None
@@ -416,7 +418,7 @@ class SwitchServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, option, self._socket_buffer)
             sock.bind(path)
             os.chmod(path, self.mode)
             sock.connect(client_path)
