@@ -184,7 +184,7 @@ def _udp_exchange(stack, count):
         sock.settimeout(2.0)
         echoed = 0
         for number in range(1, count + 1):
-            message = f"datagram {number} from {stack.addresses[0]}".encode()
+            message = f"datagram {number} from {stack.addresses[0].split('/')[0]}".encode()
             started = time.perf_counter()
             sock.send(message)
             try:

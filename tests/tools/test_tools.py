@@ -1,0 +1,95 @@
+"""The command-line tools: arguments, output format, exit status, end to end on lwswitch."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo"]
+
+
+def run(*argv, timeout=60):
+    return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_help(tool):
+    result = run(tool, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: {tool}")
+
+
+@pytest.mark.parametrize("argv", [
+    ["lwping", "--conf", "ip=10.0.0.2/24", "-c", "x", "10.0.0.1"],
+    ["lwping", "--conf", "ip=10.0.0.2/24", "-i", "0", "10.0.0.1"],
+    ["lwping", "10.0.0.1"],
+    ["lwecho", "--conf", "ip=10.0.0.1/24", "--port", "70000"],
+    ["lwswitch", "--numports", "many"],
+    ["lwdemo", "--count", "0"],
+])
+def test_bad_arguments_give_one_line(argv):
+    result = run(*argv)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{argv[0]}: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lwping", "--net", "vde:///nonexistent/sw", "--conf", "ip=10.0.0.2/24", "10.0.0.1"],
+     "no VDE switch at /nonexistent/sw"),
+    (["lwping", "--net", "vde:///tmp", "--conf", "ip=10.0.0.2", "10.0.0.1"],
+     "give the prefix length"),
+    (["lwecho", "--net", "vde:///tmp", "--conf", "ip=10.0.0.1/24,dhcp"], "'dhcp' is not supported yet"),
+])
+def test_runtime_errors_give_one_line(argv, message):
+    result = run(*argv)
+    assert result.returncode in (1, 2)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_lwping_prints_what_iputils_prints(lwswitch, lwecho):
+    lwecho(lwswitch, "ip=10.0.0.1/24")
+    result = run("lwping", "--net", lwswitch, "--conf", "ip=10.0.0.2/24", "-c", "3", "-i", "0.2",
+                 "-s", "100", "10.0.0.1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "PING 10.0.0.1 (10.0.0.1) 100(128) bytes of data."
+    for sequence, line in enumerate(lines[1:4], 1):
+        assert re.fullmatch(rf"108 bytes from 10\.0\.0\.1: icmp_seq={sequence} ttl=64 "
+                            r"time=\d+(\.\d+)? ms", line), line
+    assert lines[4] == ""
+    assert lines[5] == "--- 10.0.0.1 ping statistics ---"
+    assert re.fullmatch(r"3 packets transmitted, 3 received, 0% packet loss, time \d+ms", lines[6])
+    assert re.fullmatch(r"rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms", lines[7])
+
+
+def test_lwping_unreachable_host(lwswitch):
+    result = run("lwping", "--net", lwswitch, "--conf", "ip=10.0.0.2/24", "-c", "2", "-i", "0.2",
+                 "10.0.0.77")
+    assert result.returncode == 1
+    assert "From 10.0.0.2 icmp_seq=1 Destination Host Unreachable" in result.stdout
+    assert "From 10.0.0.2 icmp_seq=2 Destination Host Unreachable" in result.stdout
+    assert "2 packets transmitted, 0 received, +2 errors, 100% packet loss" in result.stdout
+
+
+def test_lwecho_echoes_udp_from_another_process(lwswitch, lwecho):
+    import lwstack
+    lwecho(lwswitch, "ip=10.0.0.1/24")
+    with lwstack.Stack(lwswitch, "ip=10.0.0.3/24") as stack, stack.socket() as sock:
+        sock.settimeout(5)
+        for size in (0, 1, 1472):
+            payload = bytes(i % 251 for i in range(size))
+            sock.sendto(payload, ("10.0.0.1", 7))
+            assert sock.recvfrom(2048) == (payload, ("10.0.0.1", 7))
+
+
+def test_lwdemo_runs_end_to_end():
+    result = run("lwdemo", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3/3 replies" in result.stdout
+    assert "3/3 echoed intact" in result.stdout
+    assert "lwecho eth,ip=10.0.0.1/24" in result.stdout  # the switch console saw process A
+    assert "done: every ping answered and every datagram echoed." in result.stdout
