@@ -205,8 +205,13 @@ class Host:
                 self._drop("icmp_echo_broadcast")  # Linux's icmp_echo_ignore_broadcasts=1
                 return
             reply = icmpv4.build_echo(icmpv4.TYPE_ECHO_REPLY, rest >> 16, rest & 0xFFFF, body)
+            try:
+                self._send_ipv4(header.dst, header.src, PROTO_ICMP, reply, self.default_ttl, now)
+            except OSError as exc:  # no route back, or too big without fragmentation
+                self._drop("icmp_echo_too_big" if exc.errno == errno.EMSGSIZE
+                           else "icmp_echo_unroutable")
+                return
             self.stats["icmp_echo_replied"] += 1
-            self._send_ipv4(header.dst, header.src, PROTO_ICMP, reply, self.default_ttl, now)
         elif icmp_type == icmpv4.TYPE_ECHO_REPLY:
             endpoint = self.echo.lookup(header.dst, rest >> 16)
             if endpoint is None or (endpoint.remote and endpoint.remote[0] != header.src):
