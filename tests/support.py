@@ -1,0 +1,61 @@
+"""Helpers shared by the test suites (importable as ``support``; conftest files hold fixtures)."""
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+class Processes:
+    """Processes a test starts; each is stopped by its PID at teardown (never by name)."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, stdin=subprocess.DEVNULL, **kwargs):
+        """Start ``argv`` (a list) with stdout/stderr captured as text."""
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def python(self, module, *args, **kwargs):
+        """Start one of lwstack's tools (``python -m module args``)."""
+        return self.start([sys.executable, "-m", module, *args], **kwargs)
+
+    def stop_all(self):
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def wait_for_path(path, proc=None, timeout=10.0):
+    """Wait until ``path`` exists; fail with the process's stderr if it died first."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"process exited ({proc.returncode}) before creating {path}: "
+                        f"{proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} did not appear within {timeout} s")
+        time.sleep(0.01)
+
+
+def read_line(proc, timeout=10.0):
+    """The next stdout line of ``proc`` within ``timeout`` seconds."""
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    if not selector.select(timeout):
+        pytest.fail(f"no output from {proc.args} within {timeout} s")
+    return proc.stdout.readline()
