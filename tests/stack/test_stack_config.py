@@ -1,0 +1,96 @@
+"""iothconf configuration strings: what parses, every error message, items refused for now."""
+import pytest
+
+from lwstack.iface.config import (DEFAULT_MTU, MAX_MTU, MIN_MTU, NOT_YET, Interface,
+                                  parse_config, random_mac, stable_mac)
+
+
+def test_full_configuration():
+    config = parse_config("eth,ip=10.0.0.2/24,gw=10.0.0.1,mac=02:00:00:00:00:02,mtu=1400,"
+                          "fqdn=web.lan.")
+    assert config.addresses == [Interface(bytes([10, 0, 0, 2]), 24)]
+    assert config.gateway == bytes([10, 0, 0, 1])
+    assert config.mac == bytes.fromhex("020000000002")
+    assert config.mtu == 1400
+    assert config.fqdn == "web.lan"          # the trailing dot of an absolute name is dropped
+
+
+def test_defaults_and_empty():
+    for text in (None, "", "eth", " , ,", "eth,iface,stack"):
+        config = parse_config(text)
+        assert (config.addresses, config.gateway, config.mac, config.mtu) == \
+            ([], None, None, DEFAULT_MTU)
+
+
+def test_repeated_ip_spacing_and_case():
+    config = parse_config(" IP = 10.0.0.2/24 , ip=192.168.1.1/16,MTU=68")
+    assert [str(i) for i in config.addresses] == ["Interface(10.0.0.2/24)",
+                                                  "Interface(192.168.1.1/16)"]
+    assert config.mtu == MIN_MTU
+
+
+def test_interface_network_and_broadcast():
+    interface = parse_config("ip=192.168.1.77/26").addresses[0]
+    assert interface.network == 0xC0A80140
+    assert interface.broadcast == bytes([192, 168, 1, 127])
+    assert parse_config("ip=10.1.2.3/32").addresses[0].broadcast == bytes([10, 1, 2, 3])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("ip=10.0.0.2", r"ip=10.0.0.2: give the prefix length, e.g. ip=10.0.0.2/24"),
+    ("ip=10.0.0.2/33", r"give the prefix length"),
+    ("ip=10.0.0.2/x", r"give the prefix length"),
+    ("ip=10.0.0.2/\u00b2", r"give the prefix length"),
+    ("ip=10.0.0/24", r"invalid IPv4 address '10.0.0'"),
+    ("ip=fd00::1/64", r"ip=fd00::1/64: IPv6 addresses are not supported yet"),
+    ("ip=", r"configuration item 'ip' needs a value \(ip=...\)"),
+    ("ip", r"configuration item 'ip' needs a value"),
+    ("gw", r"configuration item 'gw' needs a value"),
+    ("ip=10.0.0.2/24,gw=fd00::1", r"IPv6 gateway 'fd00::1': IPv6 is not supported yet"),
+    ("ip=10.0.0.2/24,gw=10.0.1.1", r"gateway 10.0.1.1 is not on a configured subnet"),
+    ("gw=10.0.0.1", r"gateway 10.0.0.1 is not on a configured subnet"),
+    ("ip=10.0.0.2/24,gw=10.0.0", r"invalid IPv4 address"),
+    ("mac=02:00:00:00:00", r"invalid MAC address '02:00:00:00:00'"),
+    ("mac=01:00:5e:00:00:01", r"mac=01:00:5e:00:00:01: a multicast address cannot be a host's MAC"),
+    ("mtu=67", rf"mtu=67: must be an integer from {MIN_MTU} to {MAX_MTU}"),
+    ("mtu=9217", r"must be an integer from 68 to 9216"),
+    ("mtu=1500.0", r"must be an integer"),
+    ("mtu=-1", r"must be an integer"),
+    ("mtu=\u00b9\u00b2\u00b3", r"must be an integer"),
+    ("colour=blue", r"unknown configuration item 'colour'"),
+])
+def test_errors_name_the_mistake(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_config(text)
+
+
+@pytest.mark.parametrize("item", sorted(NOT_YET))
+@pytest.mark.parametrize("form", ["{}", "{}=1", "eth,ip=10.0.0.2/24,{}"])
+def test_not_yet_supported_items_are_refused(item, form):
+    with pytest.raises(ValueError, match=f"configuration item '{item}' is not supported yet"):
+        parse_config(form.format(item))
+
+
+def test_not_a_string():
+    with pytest.raises(TypeError, match="configuration must be a string, not bytes"):
+        parse_config(b"ip=10.0.0.2/24")
+
+
+def test_max_mtu_accepted():
+    assert parse_config(f"mtu={MAX_MTU}").mtu == MAX_MTU
+
+
+def test_generated_macs_are_local_unicast():
+    import random
+    rng = random.Random(5)
+    for _ in range(50):
+        mac = random_mac(rng)
+        assert len(mac) == 6 and mac[0] & 0x02 and not mac[0] & 0x01
+    assert stable_mac("web.lan") == stable_mac("web.lan") != stable_mac("db.lan")
+    assert stable_mac("web.lan")[0] & 0x03 == 0x02
+
+
+def test_stack_rejects_bad_config(net):
+    with pytest.raises(ValueError, match="not supported yet"):
+        net.stack("dhcp")
+    assert net.drivers == []    # nothing was plugged for a refused configuration
