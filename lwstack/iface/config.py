@@ -90,7 +90,7 @@ def parse_config(text):
             if config.mac[0] & 1:
                 raise ValueError(f"mac={value}: a multicast address cannot be a host's MAC")
         elif key == "mtu":
-            if not value.isdigit() or not MIN_MTU <= int(value) <= MAX_MTU:
+            if not _is_decimal(value) or not MIN_MTU <= int(value) <= MAX_MTU:
                 raise ValueError(f"mtu={value}: must be an integer from {MIN_MTU} to {MAX_MTU}")
             config.mtu = int(value)
         elif key == "fqdn":
@@ -105,11 +105,16 @@ def parse_config(text):
     return config
 
 
+def _is_decimal(text):
+    """ASCII digits only: str.isdigit() also accepts "\u00b2", on which int() then fails."""
+    return text.isascii() and text.isdigit()
+
+
 def _parse_interface(value):
     address, _, prefix = value.partition("/")
     if ":" in address:
         raise ValueError(f"ip={value}: IPv6 addresses are not supported yet")
-    if not prefix.isdigit() or int(prefix) > 32:
+    if not _is_decimal(prefix) or int(prefix) > 32:
         raise ValueError(f"ip={value}: give the prefix length, e.g. ip={address}/24")
     return Interface(parse_addr(address), int(prefix))
 
