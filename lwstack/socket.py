@@ -31,6 +31,9 @@ IP_RECVTTL = getattr(_stdlib, "IP_RECVTTL", 12)
 __all__ = ["socket", "getdefaulttimeout", "setdefaulttimeout", "AF_INET", "SOCK_DGRAM",
            "IPPROTO_UDP", "IPPROTO_ICMP", "gaierror", "timeout"]
 
+# Plain ints for the per-call paths: arithmetic on the stdlib's IntFlag members is slow.
+_DONTWAIT = int(MSG_DONTWAIT)
+_PEEK = int(MSG_PEEK)
 _default_timeout = None
 _MAX_BUF = 8 * 1024 * 1024
 _MIN_RCVBUF = 2304   # Linux's floor for SO_RCVBUF (SOCK_MIN_RCVBUF)
@@ -192,7 +195,7 @@ class socket:
             flags, address = 0, flags_or_address
         else:
             flags = flags_or_address
-        self._check_flags(flags, MSG_DONTWAIT)
+        self._check_flags(flags, _DONTWAIT)
         data = self._as_bytes(data)
         addr, port = self._resolve(address)
         if addr == _ANY:
@@ -201,7 +204,7 @@ class socket:
 
     def send(self, data, flags=0):
         """Send one datagram to the connected peer."""
-        self._check_flags(flags, MSG_DONTWAIT)
+        self._check_flags(flags, _DONTWAIT)
         data = self._as_bytes(data)
         remote = self._endpoint.remote
         if remote is None:
@@ -214,7 +217,7 @@ class socket:
         self.send(data, flags)
 
     def _send(self, data, addr, port):
-        if self.type == SOCK_DGRAM and len(data) > self._sndbuf:
+        if len(data) > self._sndbuf:
             raise _oserror(_errno.EMSGSIZE)
         with self._driver.lock:
             self._check_open()
@@ -267,12 +270,12 @@ class socket:
             raise TypeError("an integer is required for the buffer size")
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        self._check_flags(flags, MSG_DONTWAIT | MSG_PEEK)
+        self._check_flags(flags, _DONTWAIT | _PEEK)
         endpoint = self._endpoint
         with self._driver.lock:
             self._check_open()
             if not endpoint.queue and not endpoint.errors:
-                if flags & MSG_DONTWAIT or self._timeout == 0.0:
+                if flags & _DONTWAIT or self._timeout == 0.0:
                     raise _oserror(_errno.EAGAIN)
                 if not self._driver.wait_for(self._ready, self._timeout):
                     raise timeout("timed out")
@@ -280,7 +283,7 @@ class socket:
             error = endpoint.pop_error()
             if error:
                 raise _oserror(error)
-            payload, (addr, port), ttl = endpoint.queue[0] if flags & MSG_PEEK else endpoint.take()
+            payload, (addr, port), ttl = endpoint.queue[0] if flags & _PEEK else endpoint.take()
         truncated = len(payload) > bufsize
         return bytes(payload[:bufsize]), ttl, (_addr_to_str(addr), port), truncated
 
@@ -374,7 +377,7 @@ class socket:
 
     @staticmethod
     def _check_flags(flags, allowed):
-        if flags & ~allowed:
+        if flags and flags & ~allowed:
             raise _oserror(_errno.EOPNOTSUPP, f"flags {flags:#x}")
 
     @staticmethod

@@ -64,6 +64,8 @@ class Host:
         self.mtu = config.mtu
         self.default_ttl = default_ttl
         self.interfaces = []
+        self._local_addresses = frozenset()
+        self._broadcast_addresses = frozenset([LIMITED_BROADCAST])
         self.routes = RouteTable()
         self.arp = NeighbourCache(**(arp_options or {}))
         self.udp = PortTable(self.rng)
@@ -85,6 +87,9 @@ class Host:
         if interface in self.interfaces:
             return
         self.interfaces.append(interface)
+        self._local_addresses = frozenset(i.address for i in self.interfaces)
+        self._broadcast_addresses = frozenset(
+            [LIMITED_BROADCAST] + [i.broadcast for i in self.interfaces])
         network = interface.network.to_bytes(4, "big")
         self.routes.add(Route(network, interface.prefix_len, source=interface.address))
         # RFC 5227 section 3: announce with an ARP request whose sender and target are ours.
@@ -100,10 +105,10 @@ class Host:
 
     def is_local(self, addr):
         """True if ``addr`` is one of our addresses."""
-        return any(i.address == addr for i in self.interfaces)
+        return addr in self._local_addresses
 
     def _is_broadcast(self, addr):
-        return addr == LIMITED_BROADCAST or any(i.broadcast == addr for i in self.interfaces)
+        return addr in self._broadcast_addresses
 
     # -- input -----------------------------------------------------------------------------
 
