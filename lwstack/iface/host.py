@@ -143,9 +143,11 @@ class Host:
             self._drop("arp_address_conflict")  # someone else claims our address
             return
         for_us = self.is_local(packet.target_ip)
-        waiting = self.arp.confirm(packet.sender_ip, packet.sender_mac, now, create=for_us)
-        for ip_packet in waiting:
-            self._emit_ipv4_frame(packet.sender_mac, ip_packet)
+        # An RFC 5227 probe (sender 0.0.0.0) is answered but teaches us no neighbour.
+        if packet.sender_ip != ANY:
+            waiting = self.arp.confirm(packet.sender_ip, packet.sender_mac, now, create=for_us)
+            for ip_packet in waiting:
+                self._emit_ipv4_frame(packet.sender_mac, ip_packet)
         if for_us and packet.operation == arpwire.OP_REQUEST:
             self._emit_arp(arpwire.OP_REPLY, packet.sender_mac, packet.target_ip,
                            packet.sender_mac, packet.sender_ip)
