@@ -115,12 +115,14 @@ class SwitchServer:
     ``mode`` is the permission of the sockets (the directory gets the matching x bits);
     ``mgmt`` the console socket path (None: none); ``stdin_console`` also reads commands on
     stdin; ``socket_buffer`` the SO_SNDBUF/SO_RCVBUF of each endpoint's datagram socket, which
-    bounds how much the switch queues towards a reader that falls behind.  Other arguments configure the :class:`~vde.core.SwitchCore` (``self.core``).
+    bounds how much the switch queues towards a reader that falls behind; a client gets
+    ``handshake_timeout`` seconds to send its request.  Other arguments configure the :class:`~vde.core.SwitchCore` (``self.core``).
     """
 
     def __init__(self, directory, *, numports=32, hub=False, mgmt=None, mode=0o600,
                  max_frame=DEFAULT_MAX_FRAME, max_mac_entries=4096, hashsize=128, expire=100.0,
-                 stdin_console=False, socket_buffer=SOCKET_BUFFER):
+                 stdin_console=False, socket_buffer=SOCKET_BUFFER,
+                 handshake_timeout=HANDSHAKE_TIMEOUT):
         if max_frame < DEFAULT_MAX_FRAME:
             raise ValueError(f"max_frame must be at least {DEFAULT_MAX_FRAME}, not {max_frame}")
         if hashsize < 1:
@@ -136,6 +138,7 @@ class SwitchServer:
                                          hashsize=hashsize)
         self._stdin_console = stdin_console
         self._socket_buffer = socket_buffer
+        self._handshake_timeout = handshake_timeout
         self._selector = None
         self._listener = None
         self._mgmt_listener = None
@@ -248,9 +251,11 @@ class SwitchServer:
         self._wake_writer.close()
 
     def __enter__(self):
+        """``with SwitchServer(...) as server:`` starts it in a thread ..."""
         return self.start()
 
     def __exit__(self, *exc_info):
+        """... and stops it on the way out."""
         self.stop()
 
     def _make_directory(self):
@@ -312,7 +317,7 @@ class SwitchServer:
                 self.state.count("accept_errors")   # e.g. EMFILE: try again next wake-up
                 return
             control.setblocking(False)
-            handshake = _Handshake(control, time.monotonic() + HANDSHAKE_TIMEOUT)
+            handshake = _Handshake(control, time.monotonic() + self._handshake_timeout)
             self._handshakes[control.fileno()] = handshake
             self._selector.register(control, selectors.EVENT_READ,
                                     functools.partial(self._read_request, handshake))

@@ -5,6 +5,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -139,6 +140,17 @@ def test_client_vanishing_mid_handshake(server, connect):
     assert plugged(connect).switch_path
 
 
+def test_silent_client_times_out(workdir):
+    switch = SwitchServer(os.path.join(workdir, "st"), handshake_timeout=0.2).start()
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.settimeout(TIMEOUT)
+    silent.connect(switch.ctl_path)
+    assert silent.recv(256) == b""
+    assert switch.state.counters["handshake_timeouts"] == 1
+    silent.close()
+    switch.stop()
+
+
 def test_client_path_that_is_not_a_socket_is_refused(server, workdir):
     control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     control.settimeout(TIMEOUT)
@@ -259,6 +271,24 @@ def test_console_over_mgmt_socket_and_shutdown(server, connect, workdir):
     assert not server._thread.is_alive()
     assert not os.path.exists(server.directory)
     assert not os.path.exists(server.mgmt_path)
+
+
+def test_large_console_output_is_delivered_whole(server, connect):
+    plugged(connect)
+    for n in range(3000):       # the loop is idle: nothing else touches the core meanwhile
+        source = bytes([0x02, 0, 0, 0, n >> 8, n & 0xFF])
+        server.core.forward(1, BROADCAST + source + b"\x88\xb5" + bytes(46), time.monotonic())
+    console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    console.settimeout(TIMEOUT)
+    console.connect(server.mgmt_path)
+    console.send(b"hash/print\n")
+    data = b""
+    while not data.endswith(b"1000 Success\n\nvde$ "):
+        chunk = console.recv(65536)
+        assert chunk
+        data += chunk
+    assert data.count(b"\nHash: ") == 3000
+    console.close()
 
 
 def test_stop_cleans_up_socket_files(workdir):
