@@ -121,13 +121,22 @@ class PortTable:
 
     def unbind(self, endpoint):
         """Remove ``endpoint``'s binding, if it has one."""
-        key = (endpoint.local_addr, endpoint.local_port)
+        port = endpoint.local_port
+        users = self.by_port.get(port)
+        if not users or endpoint not in users:
+            return
+        users.remove(endpoint)
+        # With SO_REUSEADDR several endpoints share one (addr, port); ``bound`` holds the
+        # latest, so when it leaves, the previous one on that address takes over.
+        key = (endpoint.local_addr, port)
         if self.bound.get(key) is endpoint:
-            del self.bound[key]
-            users = self.by_port[endpoint.local_port]
-            users.remove(endpoint)
-            if not users:
-                del self.by_port[endpoint.local_port]
+            sharers = [e for e in users if e.local_addr == endpoint.local_addr]
+            if sharers:
+                self.bound[key] = sharers[-1]
+            else:
+                del self.bound[key]
+        if not users:
+            del self.by_port[port]
 
     def lookup(self, addr, port):
         """The endpoint that receives datagrams for ``addr:port``: exact address first."""
