@@ -189,7 +189,12 @@ class SwitchServer:
                 for key, _ in self._selector.select(self._timeout(now)):
                     if self._stopping:
                         break
-                    key.data()
+                    try:
+                        key.data()
+                    except Exception as exc:  # a bug in one handler must not stop the switch
+                        self.state.count("internal_errors")
+                        print(f"lwswitch: internal error ({type(exc).__name__}: {exc}); "
+                              "continuing", file=sys.stderr)
                 now = time.monotonic()
                 self._expire_handshakes(now)
                 due = self.core.poll_at()

@@ -311,3 +311,35 @@ def test_second_switch_on_same_directory_is_refused(server):
 def test_max_frame_below_vdeplug_limit_is_rejected(workdir):
     with pytest.raises(ValueError):
         SwitchServer(os.path.join(workdir, "s3"), max_frame=1518)
+
+
+def test_internal_error_in_a_handler_is_counted_and_the_switch_goes_on(tmp_path, monkeypatch):
+    from vde import console
+    from vde.server import SwitchServer
+    import socket as stdsocket
+    import threading
+
+    called = threading.Event()
+
+    def broken(*args, **kwargs):
+        called.set()
+        raise RuntimeError("injected")
+
+    server = SwitchServer(str(tmp_path / "sw"), mgmt=str(tmp_path / "mgmt"))
+    server.start()
+    try:
+        monkeypatch.setattr(console, "execute", broken)
+        with stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM) as session:
+            session.settimeout(5)
+            session.connect(str(tmp_path / "mgmt"))
+            session.recv(4096)
+            session.sendall(b"showinfo\n")
+            assert called.wait(5)
+            monkeypatch.undo()
+        # The switch still accepts endpoints after the failed command.
+        from vde.plug import open_plug
+        with open_plug(f"vde://{tmp_path / 'sw'}", timeout=5) as plug:
+            assert plug.port >= 1
+        assert server.state.counters.get("internal_errors", 0) >= 1
+    finally:
+        server.stop()
