@@ -110,7 +110,8 @@ class Stack:
         return self.driver.closed
 
     def close(self):
-        """Stop the stack and release its switch port.  Sockets on it fail with EBADF."""
+        """Stop the stack and release its switch port.  Its sockets then fail with ENETDOWN
+        (the network they lived on is gone); a closed socket itself fails with EBADF."""
         if self.driver.closed:
             return
         self.driver.close()
