@@ -156,9 +156,9 @@ class socket:
 
     def connect(self, address):
         """Set the default destination; only datagrams from it are received afterwards."""
-        error = self.connect_ex(address)
-        if error:
-            raise _oserror(error)
+        code = self.connect_ex(address)
+        if code:
+            raise _oserror(code)
 
     def connect_ex(self, address):
         """Like :meth:`connect` but return an errno instead of raising (0 on success)."""
@@ -221,9 +221,9 @@ class socket:
             raise _oserror(_errno.EMSGSIZE)
         with self._driver.lock:
             self._check_open()
-            error = self._endpoint.pop_error()
-            if error:
-                raise _oserror(error)
+            pending = self._endpoint.pop_error()
+            if pending:
+                raise _oserror(pending)
             try:
                 return self._host.sendto(self._endpoint, data, addr, port, self._driver.now())
             finally:
@@ -280,9 +280,9 @@ class socket:
                 if not self._driver.wait_for(self._ready, self._timeout):
                     raise timeout("timed out")
                 self._check_open()
-            error = endpoint.pop_error()
-            if error:
-                raise _oserror(error)
+            pending = endpoint.pop_error()
+            if pending:
+                raise _oserror(pending)
             payload, (addr, port), ttl = endpoint.queue[0] if flags & _PEEK else endpoint.take()
         truncated = len(payload) > bufsize
         return bytes(payload[:bufsize]), ttl, (_addr_to_str(addr), port), truncated

@@ -15,10 +15,14 @@ class Processes:
     def __init__(self):
         self.procs = []
 
-    def start(self, argv, stdin=subprocess.DEVNULL, **kwargs):
-        """Start ``argv`` (a list) with stdout/stderr captured as text."""
-        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, **kwargs)
+    def start(self, argv, **kwargs):
+        """Start ``argv`` (a list); stdin defaults to /dev/null, stdout and stderr to pipes
+        (text).  Use ``stdout=subprocess.DEVNULL`` for chatty long-lived processes."""
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("text", True)
+        proc = subprocess.Popen(argv, **kwargs)
         self.procs.append(proc)
         return proc
 

@@ -139,7 +139,7 @@ def _demo(args):
             say(f"[4] B pings A ({PEER}) through the switch; ARP finds A's MAC first:")
             replies = _ping(stack, lws, args.count)
             say(f"    {replies}/{args.count} replies\n")
-            say(f"[5] B sends UDP datagrams to A's echo port 7 and reads the echoes:")
+            say("[5] B sends UDP datagrams to A's echo port 7 and reads the echoes:")
             echoed = _udp_exchange(stack, args.count)
             say(f"    {echoed}/{args.count} echoed intact\n")
             say("[6] The switch's view, from its management console (port/print):")

@@ -31,8 +31,7 @@ from lwstack.wire import arp as arpwire
 from lwstack.wire import icmpv4
 from lwstack.wire.ethernet import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN,
                                    build_ethernet, parse_ethernet)
-from lwstack.wire.ipv4 import (DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_UDP, addr_to_int,
-                               build_ipv4, parse_ipv4)
+from lwstack.wire.ipv4 import DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_UDP, build_ipv4, parse_ipv4
 from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp, parse_udp
 
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"

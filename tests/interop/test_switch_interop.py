@@ -13,10 +13,10 @@ import time
 import pytest
 from conftest import require
 
+import support
+
 from vde import protocol
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tools")]))
 TIMEOUT = 10.0
 BROADCAST = b"\xff" * 6
 MAC_A = bytes.fromhex("020000aa0001")
@@ -34,38 +34,20 @@ def wait_path(path, timeout=TIMEOUT):
         time.sleep(0.02)
 
 
-class Processes:
-    """The processes a test started; all stopped (by pid) at the end."""
-
-    def __init__(self):
-        self.started = []
+class Processes(support.Processes):
+    """The shared registry, with binary pipes (frames) and a shortcut for our switch."""
 
     def start(self, argv, **kwargs):
         kwargs.setdefault("stdin", subprocess.PIPE)
         kwargs.setdefault("stdout", subprocess.DEVNULL)
-        kwargs.setdefault("stderr", subprocess.PIPE)
-        process = subprocess.Popen(argv, env=ENV, **kwargs)
-        self.started.append(process)
-        return process
+        kwargs.setdefault("text", False)
+        return super().start(argv, **kwargs)
 
     def lwswitch(self, directory, *extra):
         process = self.start([sys.executable, "-m", "lwswitch", "-s", directory, *extra],
                              stdin=subprocess.DEVNULL)
         wait_path(os.path.join(directory, "ctl"))
         return process
-
-    def stop_all(self):
-        for process in reversed(self.started):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(3)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 
 from lwstack import socket as lwsocket
 from lwstack.proto.datagram import EPHEMERAL_HIGH, EPHEMERAL_LOW
-from stack_helpers import Peer, drops, ip
+from stack_helpers import Peer, ip
 
 
 @pytest.fixture

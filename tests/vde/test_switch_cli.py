@@ -11,8 +11,6 @@ import pytest
 
 import lwswitch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tools")]))
 
 
 def wait_for(predicate, timeout=10.0):
@@ -77,7 +75,7 @@ def test_daemon_writes_pidfile_and_sigterm_cleans_up(workdir):
     pidfile = os.path.join(workdir, "pid")
     mgmt = os.path.join(workdir, "mgmt")
     result = subprocess.run([sys.executable, "-m", "lwswitch", "-s", directory, "-M", mgmt,
-                             "-d", "-p", pidfile], env=ENV, timeout=30,
+                             "-d", "-p", pidfile], timeout=30,
                             stdin=subprocess.DEVNULL, capture_output=True)
     assert result.returncode == 0, result.stderr
     assert wait_for(lambda: os.path.exists(pidfile) and os.path.getsize(pidfile) > 0)

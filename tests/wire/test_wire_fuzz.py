@@ -4,7 +4,7 @@ DESIGN.md section 5: malformed frames never raise out of the stack.  Besides arb
 mutations of valid packets reach the deeper checks (lengths, checksums) that random bytes
 rarely get past.
 """
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lwstack.iface.host import Host, parse_ipv4_quoted
 from lwstack.wire import WireError
