@@ -12,12 +12,16 @@ import pytest
 REQUIRED = os.environ.get("LWSTACK_REQUIRE_INTEROP", "") not in ("", "0")
 
 
-def require(*binaries, root=False, tun=False):
-    """Skip (or fail, under ``LWSTACK_REQUIRE_INTEROP``) unless the environment has these."""
+def require(*binaries, root=False, tun=False, files=()):
+    """Skip (or fail, under ``LWSTACK_REQUIRE_INTEROP``) unless the environment has these
+    programs on PATH, these ``files`` (e.g. a library's header), root and /dev/net/tun."""
     missing = [b for b in binaries if shutil.which(b) is None]
     reasons = []
     if missing:
         reasons.append("missing programs: " + ", ".join(missing))
+    absent = [f for f in files if not os.path.exists(f)]
+    if absent:
+        reasons.append("missing files: " + ", ".join(absent))
     if root and os.geteuid() != 0:
         reasons.append("needs root")
     if tun and not os.path.exists("/dev/net/tun"):
