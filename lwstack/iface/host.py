@@ -35,6 +35,8 @@ from lwstack.wire.ipv4 import DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_UDP, build
 from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp, parse_udp
 
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+#: Packets to our own addresses waiting for the next poll (Linux's backlog is 1000 too).
+LOOPBACK_LIMIT = 1000
 #: ICMP errors turned into socket errors on connected sockets (RFC 1122 section 4.1.3.3).
 _UNREACH_ERRNO = {
     icmpv4.CODE_NET_UNREACHABLE: errno.ENETUNREACH,
@@ -310,6 +312,9 @@ class Host:
             raise _fail(errno.EMSGSIZE, f"{len(packet)} bytes > MTU {self.mtu} "
                         "(fragmentation arrives with IPv6 support)")
         if self.is_local(dst):
+            if len(self.loopback) >= LOOPBACK_LIMIT:
+                self._drop("loopback_full")
+                return
             self.loopback.append(packet)
             return
         if self._is_broadcast(dst):

@@ -12,6 +12,9 @@ import collections
 ANY = b"\0\0\0\0"
 #: Linux's default net.core.rmem_default.
 DEFAULT_RCVBUF = 212992
+#: What one queued datagram costs against the receive buffer beyond its payload, so that even
+#: empty datagrams fill it (Linux charges the whole sk_buff, ~768 bytes, the same way).
+DATAGRAM_OVERHEAD = 256
 #: Linux's default ephemeral range (net.ipv4.ip_local_port_range).
 EPHEMERAL_LOW = 32768
 EPHEMERAL_HIGH = 60999
@@ -42,7 +45,7 @@ class DatagramEndpoint:
 
     def deliver(self, payload, source, ttl):
         """Queue a datagram from ``source`` ((addr, port)); False if the buffer is full."""
-        size = len(payload)
+        size = len(payload) + DATAGRAM_OVERHEAD
         if self.queued_bytes + size > self.rcvbuf:
             self.dropped += 1
             return False
@@ -55,7 +58,7 @@ class DatagramEndpoint:
     def take(self):
         """Pop the oldest datagram ``(payload, (addr, port), ttl)``; the caller checks there is one."""
         item = self.queue.popleft()
-        self.queued_bytes -= len(item[0])
+        self.queued_bytes -= len(item[0]) + DATAGRAM_OVERHEAD
         return item
 
     def set_error(self, errno_value):

@@ -191,12 +191,25 @@ def test_rcvbuf_bound_drops_are_counted(pair, server):
     server.setsockopt(lwsocket.SOL_SOCKET, lwsocket.SO_RCVBUF, 1)   # Linux's floor: 2304
     assert server.getsockopt(lwsocket.SOL_SOCKET, lwsocket.SO_RCVBUF) == 2304
     client = a.socket()
-    for n in range(5):
-        client.sendto(bytes([n]) * 1000, ("10.0.0.2", 7))
+    for n in range(5):  # each costs 800 bytes + DATAGRAM_OVERHEAD (256): two fit in 2304
+        client.sendto(bytes([n]) * 800, ("10.0.0.2", 7))
     net.run(0)
     assert b.stats()["drop.udp_rcvbuf_full"] == 3
     assert server._endpoint.dropped == 3
     assert [server.recv(2000)[0] for _ in range(2)] == [0, 1]       # whole datagrams kept
+
+
+def test_empty_datagrams_are_bounded_too(pair, server):
+    net, a, b = pair
+    client = a.socket()
+    client.sendto(b"", ("10.0.0.2", 7))   # resolve ARP first: its queue holds only 16
+    net.run(1)
+    for _ in range(999):                  # within the switch's 1024-frame port queue
+        client.sendto(b"", ("10.0.0.2", 7))
+    net.run(0)
+    queued = len(server._endpoint.queue)
+    assert queued == 212992 // 256        # the default SO_RCVBUF, 256 bytes a datagram
+    assert b.stats()["drop.udp_rcvbuf_full"] == 1000 - queued
 
 
 def test_broadcast_needs_so_broadcast(pair):
