@@ -18,6 +18,12 @@ HOT_MODULES = [
     "vde/core.py",
 ]
 
+# Real Cython modules (.pyx, they call libc directly): only in the accelerated build.  Nothing
+# imports them unconditionally; vde.server uses its Python loop when vde._fastpath is absent.
+COMPILED_ONLY = [
+    "vde/_fastpath.pyx",
+]
+
 
 class OptionalBuildExt(build_ext):
     """Compile the extensions, but fall back to pure Python if compiling fails."""
@@ -46,8 +52,15 @@ def extensions():
     except ImportError:
         print("lwstack: Cython not found, pure-Python build", file=sys.stderr)
         return []
-    return cythonize(HOT_MODULES, language_level=3, quiet=True,
-                     compiler_directives={"boundscheck": False, "wraparound": False})
+    directives = {"boundscheck": False, "wraparound": False}
+    modules = cythonize(HOT_MODULES, language_level=3, quiet=True,
+                        compiler_directives=directives)
+    try:
+        modules += cythonize(COMPILED_ONLY, language_level=3, quiet=True,
+                             compiler_directives=directives)
+    except Exception as exc:  # the server falls back to its Python loop
+        print(f"lwstack: could not cythonize {COMPILED_ONLY} ({exc}); skipped", file=sys.stderr)
+    return modules
 
 
 TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo"]

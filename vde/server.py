@@ -25,6 +25,12 @@ Frames up to ``max_frame`` bytes (at least 9234, vdeplug4's limit) go through wh
 receive buffer holds one byte more, so a longer datagram shows up as ``max_frame + 1`` bytes
 and the core drops it as ``oversize`` (vde_switch would truncate to 1518 bytes).
 
+Two implementations of that data path, same behaviour and counters: :mod:`vde._fastpath`
+(compiled, accelerated build only: ``recvmmsg`` a batch, ``sendmmsg`` per destination, libc
+called directly) and :meth:`SwitchServer._receive_frames` below (pure Python, the reference and
+the fallback).  The fast path is used when it was built, unless ``fastpath=False`` is passed
+or ``LWSWITCH_PYTHON_LOOP=1`` is set; :attr:`SwitchServer.fastpath` says which one runs.
+
 Handshakes never crash or stall the loop: a wrong magic, version 2, garbage, a client that
 closes mid-handshake or sends nothing for :data:`HANDSHAKE_TIMEOUT` seconds, a client socket
 path the switch cannot connect to, or one owned by another user than the connecting process
@@ -52,6 +58,14 @@ import time
 from vde import console
 from vde import protocol
 from vde.core import DEFAULT_MAX_FRAME, SwitchCore, SwitchError
+
+try:
+    from vde import _fastpath
+except (ImportError, ValueError):   # pure build; ValueError: compiled against another vde.core
+    _fastpath = None
+
+#: Set (non-empty, not "0") to make servers use the Python loop even when the fast path exists.
+PYTHON_LOOP_ENV = "LWSWITCH_PYTHON_LOOP"
 
 #: Frames taken from one endpoint before other sockets get a turn.
 BATCH = 256
@@ -116,13 +130,16 @@ class SwitchServer:
     ``mgmt`` the console socket path (None: none); ``stdin_console`` also reads commands on
     stdin; ``socket_buffer`` the SO_SNDBUF/SO_RCVBUF of each endpoint's datagram socket, which
     bounds how much the switch queues towards a reader that falls behind; a client gets
-    ``handshake_timeout`` seconds to send its request.  Other arguments configure the :class:`~vde.core.SwitchCore` (``self.core``).
+    ``handshake_timeout`` seconds to send its request.  ``fastpath``: True requires the
+    compiled data path (ValueError if it was not built), False uses the Python loop, None
+    (default) the compiled one when built and :data:`PYTHON_LOOP_ENV` is not set.  Other
+    arguments configure the :class:`~vde.core.SwitchCore` (``self.core``).
     """
 
     def __init__(self, directory, *, numports=32, hub=False, mgmt=None, mode=0o600,
                  max_frame=DEFAULT_MAX_FRAME, max_mac_entries=4096, hashsize=128, expire=100.0,
                  stdin_console=False, socket_buffer=SOCKET_BUFFER,
-                 handshake_timeout=HANDSHAKE_TIMEOUT):
+                 handshake_timeout=HANDSHAKE_TIMEOUT, fastpath=None):
         if max_frame < DEFAULT_MAX_FRAME:
             raise ValueError(f"max_frame must be at least {DEFAULT_MAX_FRAME}, not {max_frame}")
         if hashsize < 1:
@@ -150,6 +167,17 @@ class SwitchServer:
         self._next_endpoint_id = 1
         self._buffer = bytearray(max_frame + 1)
         self._view = memoryview(self._buffer)
+        self._port_fds = {}           # port -> tuple of its endpoints' datagram fds (fast path)
+        self._fast = None
+        if fastpath is None:
+            fastpath = (_fastpath is not None
+                        and os.environ.get(PYTHON_LOOP_ENV, "") in ("", "0"))
+        if fastpath:
+            if _fastpath is None:
+                raise ValueError("fastpath=True but vde._fastpath is not built (pure build)")
+            self._fast = _fastpath.FastPath(self.core, self._port_fds, max_frame)
+        #: True when the compiled data path (vde._fastpath) forwards the frames.
+        self.fastpath = self._fast is not None
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_writer.setblocking(False)
         self._stopping = False
@@ -395,12 +423,14 @@ class SwitchServer:
         endpoint = _Endpoint(endpoint_id, port, control, data_socket, path, info)
         self._endpoints[endpoint_id] = endpoint
         self._port_endpoints.setdefault(port, []).append(endpoint)
+        self._update_port_fds(port)
         self.state.endpoints.setdefault(port, []).append(info)
         self.state.count("endpoints_opened")
         self._selector.register(control, selectors.EVENT_READ,
                                 functools.partial(self._control_event, endpoint))
+        receive = self._receive_frames_fast if self._fast is not None else self._receive_frames
         self._selector.register(data_socket, selectors.EVENT_READ,
-                                functools.partial(self._receive_frames, endpoint))
+                                functools.partial(receive, endpoint))
 
     @staticmethod
     def _peer_uid(control):
@@ -458,6 +488,7 @@ class SwitchServer:
         self._port_endpoints[endpoint.port].remove(endpoint)
         if not self._port_endpoints[endpoint.port]:
             del self._port_endpoints[endpoint.port]
+        self._update_port_fds(endpoint.port)
         infos = self.state.endpoints[endpoint.port]
         infos.remove(endpoint.info)
         if not infos:
@@ -468,6 +499,18 @@ class SwitchServer:
         _unlink_quietly(endpoint.path)
         self.core.close_port(endpoint.port)
         self.state.count("endpoints_closed")
+
+    def _update_port_fds(self, port):
+        endpoints = self._port_endpoints.get(port)
+        if endpoints:
+            self._port_fds[port] = tuple(endpoint.data.fileno() for endpoint in endpoints)
+        else:
+            self._port_fds.pop(port, None)
+
+    def _receive_frames_fast(self, endpoint):
+        """The hot path, compiled (vde._fastpath): same job as :meth:`_receive_frames`."""
+        # fileno() is -1 once the endpoint was dropped earlier in this round of events.
+        self._fast.drain(endpoint.data.fileno(), endpoint.port, time.monotonic(), BATCH)
 
     def _receive_frames(self, endpoint):
         """Drain one endpoint's datagram socket and forward every frame (the hot path)."""
