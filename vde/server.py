@@ -75,6 +75,11 @@ HANDSHAKE_TIMEOUT = 5.0
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: Longest console line accepted; a longer one ends the session.
 MAX_CONSOLE_LINE = 4096
+#: Bounds on what clients can make the switch hold: handshakes in progress (each also expires
+#: after handshake_timeout), console sessions, and console output a client does not read.
+MAX_PENDING_HANDSHAKES = 64
+MAX_CONSOLE_SESSIONS = 16
+MAX_CONSOLE_OUTPUT = 1 << 20
 
 _PEERCRED = struct.Struct("3i")
 
@@ -349,6 +354,10 @@ class SwitchServer:
             except OSError:
                 self.state.count("accept_errors")   # e.g. EMFILE: try again next wake-up
                 return
+            if len(self._handshakes) >= MAX_PENDING_HANDSHAKES:
+                self.state.count("handshakes_over_limit")
+                control.close()
+                continue
             control.setblocking(False)
             handshake = _Handshake(control, time.monotonic() + self._handshake_timeout)
             self._handshakes[control.fileno()] = handshake
@@ -549,6 +558,10 @@ class SwitchServer:
             sock, _ = self._mgmt_listener.accept()
         except OSError:
             return
+        if len(self._sessions) >= MAX_CONSOLE_SESSIONS:
+            self.state.count("console_sessions_over_limit")
+            sock.close()
+            return
         sock.setblocking(False)
         self._open_session(_ConsoleSession(sock, functools.partial(sock.recv, 4096),
                                            sock.send, sock.close))
@@ -603,6 +616,10 @@ class SwitchServer:
 
     def _queue_output(self, session, text):
         session.pending_output += text.encode()
+        if len(session.pending_output) > MAX_CONSOLE_OUTPUT:
+            self.state.count("console_output_overflow")   # a client that never reads
+            self._end_session(session)
+            return
         self._flush(session)
 
     def _flush(self, session):

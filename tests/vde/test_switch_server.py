@@ -343,3 +343,36 @@ def test_internal_error_in_a_handler_is_counted_and_the_switch_goes_on(tmp_path,
         assert server.state.counters.get("internal_errors", 0) >= 1
     finally:
         server.stop()
+
+
+def test_pending_handshakes_and_console_sessions_are_bounded(tmp_path):
+    import socket as stdsocket
+    from vde import server as server_module
+    from vde.server import SwitchServer
+
+    server = SwitchServer(str(tmp_path / "sw"), mgmt=str(tmp_path / "mgmt"))
+    server.start()
+    held = []
+    try:
+        for _ in range(server_module.MAX_PENDING_HANDSHAKES + 5):
+            client = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+            client.connect(str(tmp_path / "sw" / "ctl"))   # and never send a request
+            held.append(client)
+        consoles = []
+        for _ in range(server_module.MAX_CONSOLE_SESSIONS + 3):
+            console = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+            console.settimeout(5)
+            console.connect(str(tmp_path / "mgmt"))
+            consoles.append(console)
+        held.extend(consoles)
+        # Sessions within the bound get the banner; the surplus ones are closed (EOF).
+        first_reads = [console.recv(4096) for console in consoles]
+        assert all(first_reads[:server_module.MAX_CONSOLE_SESSIONS])
+        assert first_reads[server_module.MAX_CONSOLE_SESSIONS:] == [b""] * 3
+        counters = server.state.counters
+        assert counters["handshakes_over_limit"] == 5
+        assert counters["console_sessions_over_limit"] == 3
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
