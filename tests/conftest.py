@@ -1,4 +1,7 @@
 """Fixtures shared by the suites: processes started by a test and stopped by PID."""
+import shutil
+import tempfile
+
 import pytest
 
 from support import Processes, read_line, wait_for_path
@@ -31,3 +34,12 @@ def lwecho(processes):
         assert "answering ping" in line, line
         return proc
     return start
+
+
+@pytest.fixture
+def workdir():
+    """A short temporary directory: a sockaddr_un path holds 107 bytes, and pytest's
+    tmp_path can be longer than that."""
+    path = tempfile.mkdtemp(prefix="lw", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -63,3 +63,14 @@ def read_line(proc, timeout=10.0):
     if not selector.select(timeout):
         pytest.fail(f"no output from {proc.args} within {timeout} s")
     return proc.stdout.readline()
+
+
+def wait_for(predicate, timeout=10.0, interval=0.005):
+    """Poll ``predicate()`` every ``interval`` seconds until it holds or ``timeout`` passes;
+    return its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return predicate()
+        time.sleep(interval)
+    return True

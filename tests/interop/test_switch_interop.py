@@ -3,11 +3,9 @@ and Debian's vde_switch at the other end of a wirefilter cable."""
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -57,11 +55,6 @@ def procs():
     processes.stop_all()
 
 
-@pytest.fixture
-def workdir():
-    path = tempfile.mkdtemp(prefix="lwsi", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class StreamPlug:

@@ -1,33 +1,18 @@
 """The lwswitch command: vde_switch's options, one-line errors, daemon mode, clean exits."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 
 import pytest
 
 import lwswitch
+from support import wait_for
 
 
 
-def wait_for(predicate, timeout=10.0):
-    """Wait (on an Event with a timeout, no sleep) until ``predicate()`` holds."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return True
-        pause.wait(0.01)
-    return predicate()
 
 
-@pytest.fixture
-def workdir():
-    path = tempfile.mkdtemp(prefix="lwsc", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("argv, fragment", [

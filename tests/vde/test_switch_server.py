@@ -1,14 +1,12 @@
 """SwitchServer over real unix sockets: handshakes good and bad, the data path, the console."""
 import os
-import shutil
 import socket
 import struct
-import tempfile
-import threading
 import time
 
 import pytest
 
+from support import wait_for
 from vde import protocol
 from vde.server import SwitchServer
 
@@ -25,22 +23,8 @@ def frame(dst, src, size=60):
     return dst + src + b"\x88\xb5" + bytes(i & 0xFF for i in range(size - 14))
 
 
-def wait_for(predicate, timeout=TIMEOUT):
-    """Wait (on an Event with a timeout, no sleep) until ``predicate()`` holds."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        pause.wait(0.005)
-    return predicate()
 
 
-@pytest.fixture
-def workdir():
-    # Short paths: sockaddr_un holds 107 bytes, pytest's tmp_path can be longer.
-    path = tempfile.mkdtemp(prefix="lwsw", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
