@@ -79,10 +79,12 @@ class ThreadedDriver(DriverBase):
     def _run(self):
         host = self.host
         phy = self.phy
+        with self.lock:
+            self._deadline = host.poll_at()
         while not self.closed:
-            with self.lock:
-                self._deadline = host.poll_at()
-                deadline = self._deadline
+            # One lock round trip per batch: the deadline was computed at the end of the last
+            # one; an application thread that arms an earlier timer lowers it and wakes us.
+            deadline = self._deadline
             timeout = None if deadline is None else max(0.0, deadline - self.now())
             phy.wait(timeout)
             if self.closed:
@@ -96,7 +98,9 @@ class ThreadedDriver(DriverBase):
                 due = host.poll_at()
                 if due is not None and due <= now:
                     host.poll(now)
+                    due = host.poll_at()
                 self.flush()
+                self._deadline = due
                 if self._changed:
                     self._changed = False
                     self.cond.notify_all()
