@@ -72,7 +72,7 @@ setup(
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     python_requires=">=3.9",
-    packages=["lwstack", "lwstack.wire", "lwstack.storage", "lwstack.proto",
+    packages=["lwstack", "lwstack.wire", "lwstack.storage", "lwstack.proto", "lwstack.proto.tcp",
               "lwstack.iface", "lwstack.phy", "vde"],
     # tools/ holds one thin module per command, installed as top-level modules.
     package_dir={"": "tools", "lwstack": "lwstack", "vde": "vde"},
