@@ -15,6 +15,7 @@ HOT_MODULES = [
     "lwstack/wire/checksum.py",
     "lwstack/wire/ethernet.py",
     "lwstack/wire/ipv4.py",
+    "lwstack/wire/tcp.py",
     "vde/core.py",
 ]
 
