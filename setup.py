@@ -64,7 +64,7 @@ def extensions():
     return modules
 
 
-TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo"]
+TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwperf"]
 
 setup(
     name="lwstack",
