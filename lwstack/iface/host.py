@@ -26,12 +26,14 @@ from lwstack.iface.config import parse_config, random_mac
 from lwstack.iface.routes import Route, RouteTable
 from lwstack.proto.datagram import ANY, DatagramEndpoint, PortTable
 from lwstack.proto.icmp import TokenBucket
+from lwstack.proto.tcp.table import TcpTable
 from lwstack.wire import WireError
 from lwstack.wire import arp as arpwire
 from lwstack.wire import icmpv4
 from lwstack.wire.ethernet import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN,
                                    build_ethernet, parse_ethernet)
-from lwstack.wire.ipv4 import DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_UDP, build_ipv4, parse_ipv4
+from lwstack.wire.ipv4 import (DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4,
+                               parse_ipv4)
 from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp, parse_udp
 
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
@@ -57,7 +59,7 @@ class Host:
     """The sans-IO stack for one Ethernet interface (see the module docstring)."""
 
     def __init__(self, config, now, *, rng=None, arp_options=None, icmp_rate=1000.0,
-                 icmp_burst=50, default_ttl=DEFAULT_TTL):
+                 icmp_burst=50, default_ttl=DEFAULT_TTL, tcp_options=None):
         if isinstance(config, str) or config is None:
             config = parse_config(config)
         self.rng = rng if rng is not None else random.Random()
@@ -76,6 +78,8 @@ class Host:
         self.loopback = collections.deque()
         self.stats = collections.Counter()
         self._ident = self.rng.randrange(0x10000)
+        self.tcp = TcpTable(self._send_tcp, self.route, self.is_local, self.rng, mtu=self.mtu,
+                            **(tcp_options or {}))
         for interface in config.addresses:
             self.add_address(interface, now)
         if config.gateway is not None:
@@ -173,11 +177,17 @@ class Host:
             self._drop("ipv4_fragment")  # reassembly arrives with issue 4
             return
         start = offset + header.header_len
-        payload = packet[start:offset + header.total_len]
-        if header.protocol == PROTO_UDP:
+        if header.protocol == PROTO_TCP:
+            if broadcast:
+                self._drop("tcp_broadcast")   # RFC 1122 section 4.2.3.10
+                return
+            self.tcp.receive(header.src, header.dst,
+                             memoryview(packet)[start:offset + header.total_len], now)
+        elif header.protocol == PROTO_UDP:
+            payload = packet[start:offset + header.total_len]
             self._udp_in(header, payload, broadcast, packet[offset:offset + header.total_len], now)
         elif header.protocol == PROTO_ICMP:
-            self._icmp_in(header, payload, broadcast, now)
+            self._icmp_in(header, packet[start:offset + header.total_len], broadcast, now)
         else:
             self._drop("ipv4_unknown_protocol")
             if not broadcast:
@@ -229,11 +239,11 @@ class Host:
             if not endpoint.deliver(message, (header.src, 0), header.ttl):
                 self._drop("icmp_rcvbuf_full")
         elif icmp_type in (icmpv4.TYPE_DEST_UNREACHABLE, icmpv4.TYPE_TIME_EXCEEDED):
-            self._icmp_error_in(icmp_type, code, body)
+            self._icmp_error_in(icmp_type, code, body, now)
         else:
             self._drop("icmp_unhandled_type")
 
-    def _icmp_error_in(self, icmp_type, code, quoted):
+    def _icmp_error_in(self, icmp_type, code, quoted, now):
         """Hand an ICMP error to the socket whose datagram it quotes (RFC 1122 3.2.2)."""
         try:
             inner = parse_ipv4_quoted(quoted)
@@ -254,6 +264,12 @@ class Host:
                 endpoint.set_error(error)
                 self.stats["icmp_error_delivered"] += 1
                 return
+        elif protocol == PROTO_TCP:
+            hard = icmp_type == icmpv4.TYPE_DEST_UNREACHABLE and \
+                code != icmpv4.CODE_FRAGMENTATION_NEEDED
+            if self.tcp.icmp_error(src, dst, transport, error, hard, now):
+                self.stats["icmp_error_delivered"] += 1
+                return
         elif protocol == PROTO_ICMP and len(transport) >= 8 and \
                 transport[0] == icmpv4.TYPE_ECHO_REQUEST:
             endpoint = self.echo.lookup(src, (transport[4] << 8) | transport[5])
@@ -266,7 +282,8 @@ class Host:
     # -- timers ----------------------------------------------------------------------------
 
     def poll(self, now):
-        """Run what is due at ``now``: ARP retries and expiry, looped-back packets."""
+        """Run what is due at ``now``: looped-back packets, TCP's batch flush and timers,
+        ARP retries and expiry."""
         while self.loopback:
             packet = self.loopback.popleft()
             try:
@@ -281,13 +298,18 @@ class Host:
             # (ip_link_failure); we do the same, locally.
             self.stats["arp_failed_packets"] += 1
             self._icmp_error_in(icmpv4.TYPE_DEST_UNREACHABLE, icmpv4.CODE_HOST_UNREACHABLE,
-                                packet)
+                                packet, now)
+        self.tcp.poll(now)
 
     def poll_at(self):
         """When :meth:`poll` next has work: a time, or None for "nothing scheduled"."""
         if self.loopback:
             return float("-inf")
-        return self.arp.poll_at()
+        arp = self.arp.poll_at()
+        tcp = self.tcp.poll_at()
+        if tcp is None:
+            return arp
+        return tcp if arp is None or tcp < arp else arp
 
     # -- output ----------------------------------------------------------------------------
 
@@ -332,6 +354,9 @@ class Host:
             self._send_arp_request(*request)
         if dropped is not None:
             self._drop("arp_queue_full")
+
+    def _send_tcp(self, src, dst, segment, now):
+        self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)
 
     def _emit_ipv4_frame(self, mac, packet):
         self.outbox.append(build_ethernet(mac, self.mac, ETHERTYPE_IPV4, packet))
