@@ -168,6 +168,26 @@ def test_recovery_exit_without_a_congestion_event_changes_nothing():
     assert cc.cwnd == initial_window(MSS)
 
 
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_recovery_exit_after_a_timeout_keeps_the_slow_start_window(name):
+    # RFC 5681 3.1: after a timeout the window grows by slow start from one segment; the
+    # end of that recovery must not jump it to ssthresh (a burst).
+    cc = in_avoidance(type(make(name, MSS, 0.0)), 40)
+    cc.on_congestion_event(1.0, flight_size=40 * MSS)       # fast recovery ...
+    cc.on_rto(2.0, flight_size=20 * MSS)                    # ... overtaken by a timeout
+    cc.on_ack(MSS, 2.1, rtt=0.1)
+    cc.on_ack(MSS, 2.2, rtt=0.1)
+    assert cc.cwnd == 3 * MSS
+    cc.on_recovery_exit(2.3)
+    assert cc.cwnd == 3 * MSS and cc.in_slow_start
+    # The next fast recovery deflates as usual.
+    cc.cwnd = 30 * MSS
+    cc.on_congestion_event(3.0, flight_size=30 * MSS)
+    cc.cwnd += 5 * MSS
+    cc.on_recovery_exit(3.5)
+    assert cc.cwnd == cc.ssthresh
+
+
 @pytest.mark.parametrize("name, beta", [("reno", 0.5), ("cubic", BETA_CUBIC)])
 def test_rto_loss_window_and_ssthresh(name, beta):
     # RFC 5681 3.1: ssthresh per eq. 4, cwnd = LW = 1 SMSS; RFC 9438 4.8 uses beta_cubic.

@@ -93,6 +93,7 @@ class CongestionControl:
         self._acked = 0             # byte counter of Reno's congestion avoidance
         self._after_rto = False     # slow start after a timeout: L = 1 MSS
         self._rto_pending = False   # timed out, nothing new acknowledged since: keep ssthresh
+        self._in_loss = False       # the last reduction was a timeout, not fast recovery
         self._prior = None          # state before the last reduction, for on_spurious
 
     @property
@@ -151,6 +152,7 @@ class CongestionControl:
         self._acked = 0
         self._frac = 0.0
         self._after_rto = False
+        self._in_loss = False
 
     def on_recovery_exit(self, now, flight_size=None):
         """Fast recovery ended (a full ACK, RFC 6582 section 3.2 step 3): deflate the window.
@@ -158,7 +160,16 @@ class CongestionControl:
         ``cwnd = ssthresh``; or, when ``flight_size`` (bytes still outstanding) is given,
         RFC 6582's first option ``cwnd = min(ssthresh, max(flight_size, MSS) + MSS)``, which
         avoids a burst when little data is in flight.
+
+        When the last reduction was a timeout (:meth:`on_rto` after any fast recovery), the
+        window is left alone: after a timeout slow start governs (RFC 5681 section 3.1), and
+        jumping from the slow-start window to ``ssthresh`` when the data outstanding at the
+        timeout is finally acknowledged would be a burst.  So the connection may call this
+        at the end of any recovery episode.
         """
+        if self._in_loss:
+            self._in_loss = False
+            return
         if self.ssthresh >= INFINITE_SSTHRESH:
             return                   # no congestion event: nothing to deflate to
         if flight_size is None:
@@ -186,6 +197,7 @@ class CongestionControl:
         self._frac = 0.0
         self._after_rto = True
         self._rto_pending = True
+        self._in_loss = True
 
     def on_spurious(self, now):
         """The last reduction was spurious (RFC 3522 Eifel, RFC 5682 F-RTO, DSACK): undo it.
@@ -205,6 +217,7 @@ class CongestionControl:
             self.ssthresh = ssthresh
         self._after_rto = False
         self._rto_pending = False
+        self._in_loss = False
         self._frac = 0.0
         self._restore(prior, now)
 
