@@ -10,12 +10,29 @@
  *                                                              with -i, ICMP echo; prints one
  *                                                              line "rtt_us <float>" per round
  *                                                              trip and then "median_us <float>"
+ *   lwip_peer -s SWITCH -a ADDR/PREFIX -L PORT [-x SECONDS]    TCP sink: accept one connection on
+ *                                                              PORT, read it to EOF, print
+ *                                                              "tcp_bytes N seconds F"
+ *   lwip_peer -s SWITCH -a ADDR/PREFIX -T PEER [-p PORT] -b BYTES [-x SECONDS]
+ *                                                              TCP source: connect to PEER:PORT
+ *                                                              (default 5201), write BYTES,
+ *                                                              close; print "tcp_bytes N seconds
+ *                                                              F"; then linger (see below)
  *
  * SWITCH is a vde_switch directory (any vdeplug locator libvdeplug understands).  A line
  * "ready" is printed on stdout once the interface is up (the server also needs its socket
  * bound).  When stdin is a pipe, EOF on it also stops the server.  Lost round trips (no
  * answer within 1 s) are counted and reported as "lost N"; after 3 in a row the client gives
  * up and counts the rest as lost.
+ *
+ * TCP modes time the transfer from accept (sink) or connect (source) to EOF (sink) or the
+ * return of lwip_close (source); the sink's figure is the one to quote, it counts bytes
+ * delivered.  After lwip_close the source stays alive until EOF on stdin when stdin is a pipe
+ * (3 s otherwise): LWIPv6 sends what is still queued, and the FIN, from its own thread.
+ * Both arm a watchdog (-x, default 60 s): when it fires the program prints
+ * "tcp_error timeout after N bytes" and exits with status 3, so a stalled LWIPv6 (it has been
+ * seen to wedge or crash when it has to retransmit) is reported rather than waited for.  Other
+ * failures print "tcp_error <what>: <errno text>" and exit with status 1.
  *
  * Linking: Debian's liblwipv6-dev ships liblwipv6.so (the constructor calls lwip_init) and
  * liblwipv6.a (lwip_init/lwip_fini must then be called by hand, -DLWIP_STATIC).  Either way
@@ -88,7 +105,10 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: lwip_peer -s SWITCH -a ADDR/PREFIX [-e PORT]\n"
 			"       lwip_peer -s SWITCH -a ADDR/PREFIX -c PEER [-p PORT] [-n N] [-z SIZE]"
-			" [-w WARMUP] [-i]\n");
+			" [-w WARMUP] [-i]\n"
+			"       lwip_peer -s SWITCH -a ADDR/PREFIX -L PORT [-x SECONDS]\n"
+			"       lwip_peer -s SWITCH -a ADDR/PREFIX -T PEER [-p PORT] -b BYTES"
+			" [-x SECONDS]\n");
 	exit(2);
 }
 
@@ -221,11 +241,166 @@ static int client(struct stack *stack, const char *peer, int port, int count, in
 	return got ? 0 : 1;
 }
 
+/* ------------------------------------------------------------------------------------ TCP */
+
+/* Bytes moved so far, for the watchdog's message (read from a signal handler). */
+static volatile long long tcp_progress;
+
+static void on_watchdog(int sig)
+{
+	(void)sig;
+	/* async-signal-safe: format by hand, write(2), _exit(2) */
+	char msg[80] = "tcp_error timeout after ";
+	char digits[24];
+	int n = 0, len = strlen(msg);
+	long long v = tcp_progress;
+	do {
+		digits[n++] = '0' + v % 10;
+		v /= 10;
+	} while (v && n < (int)sizeof digits);
+	while (n)
+		msg[len++] = digits[--n];
+	memcpy(msg + len, " bytes\n", 7);
+	len += 7;
+	ssize_t ignored = write(STDOUT_FILENO, msg, len);
+	(void)ignored;
+	_exit(3);
+}
+
+static void arm_watchdog(int seconds)
+{
+	struct sigaction sa = {.sa_handler = on_watchdog};
+	sigaction(SIGALRM, &sa, NULL);
+	alarm(seconds > 0 ? seconds : 60);
+}
+
+static int tcp_fail(const char *what)
+{
+	printf("tcp_error %s: %s\n", what, strerror(errno));
+	fflush(stdout);
+	return 1;
+}
+
+static void tcp_report(long long bytes, double t0)
+{
+	double seconds = (now_us() - t0) / 1e6;
+	printf("tcp_bytes %lld seconds %.6f\n", bytes, seconds);
+	fflush(stdout);
+}
+
+/* Accept one connection on port, read to EOF. */
+static int tcp_sink(struct stack *stack, int port, int watchdog)
+{
+	static char buf[65536];
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	sin.sin_addr.s_addr = htonl(INADDR_ANY);
+	int one = 1;
+	int lfd = lwip_msocket(stack, AF_INET, SOCK_STREAM, 0);
+	if (lfd < 0)
+		return tcp_fail("lwip_msocket");
+	lwip_setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (lwip_bind(lfd, (struct sockaddr *)&sin, sizeof sin) < 0)
+		return tcp_fail("lwip_bind");
+	if (lwip_listen(lfd, 1) < 0)
+		return tcp_fail("lwip_listen");
+	printf("ready\n");
+	fflush(stdout);
+	int fd;
+	for (;;) { /* wait for the client without a watchdog; stop on a signal */
+		if (stop)
+			return 1;
+		if (wait_readable(lfd, 100))
+			break;
+	}
+	arm_watchdog(watchdog);
+	if ((fd = lwip_accept(lfd, NULL, NULL)) < 0)
+		return tcp_fail("lwip_accept");
+	double t0 = now_us();
+	long long total = 0;
+	for (;;) {
+		ssize_t n = lwip_read(fd, buf, sizeof buf);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return tcp_fail("lwip_read");
+		}
+		total += n;
+		tcp_progress = total;
+	}
+	tcp_report(total, t0);
+	alarm(0);
+	lwip_close(fd);
+	lwip_close(lfd);
+	return 0;
+}
+
+/* Sleep until EOF on stdin if it is a pipe, else for ms milliseconds. */
+static void linger_until_released(int ms)
+{
+	struct stat st;
+	if (fstat(STDIN_FILENO, &st) == 0 && S_ISFIFO(st.st_mode)) {
+		char c;
+		while (!stop && read(STDIN_FILENO, &c, 1) > 0)
+			;
+	} else {
+		usleep(ms * 1000);
+	}
+}
+
+/* Connect to peer:port, write bytes (a repeating pattern), close. */
+static int tcp_source(struct stack *stack, const char *peer, int port, long long bytes,
+		int watchdog)
+{
+	static char buf[65536];
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+	if (inet_pton(AF_INET, peer, &to.sin_addr) != 1) {
+		fprintf(stderr, "lwip_peer: bad peer address %s\n", peer);
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = i & 0xff;
+	int fd = lwip_msocket(stack, AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return tcp_fail("lwip_msocket");
+	printf("ready\n");
+	fflush(stdout);
+	arm_watchdog(watchdog);
+	double t0 = now_us();
+	if (lwip_connect(fd, (struct sockaddr *)&to, sizeof to) < 0)
+		return tcp_fail("lwip_connect");
+	long long total = 0;
+	while (total < bytes) {
+		long long left = bytes - total;
+		ssize_t n = lwip_write(fd, buf, left < (long long)sizeof buf ? (int)left : (int)sizeof buf);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return tcp_fail("lwip_write");
+		}
+		total += n;
+		tcp_progress = total;
+	}
+	/* LWIPv6's lwip_shutdown(SHUT_WR) sends no FIN (the sink never sees EOF), so close; but
+	 * lwip_close() returns with data still queued, and LWIPv6 sends it and the FIN from its
+	 * own thread: an exit now would lose them.  Stay alive until stdin, when it is a pipe,
+	 * reaches EOF (the harness closes it once the sink is done), or for 3 s otherwise. */
+	if (lwip_close(fd) < 0)
+		return tcp_fail("lwip_close");
+	tcp_report(total, t0);
+	alarm(0);
+	linger_until_released(3000);
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
-	const char *sw = NULL, *addr = NULL, *peer = NULL;
-	int port = 7, serve_port = 0, count = 100, size = 56, warmup = 5, icmp = 0, opt;
-	while ((opt = getopt(argc, argv, "s:a:e:c:p:n:z:w:i")) != -1) {
+	const char *sw = NULL, *addr = NULL, *peer = NULL, *tcp_peer = NULL;
+	int port = -1, serve_port = 0, count = 100, size = 56, warmup = 5, icmp = 0, opt;
+	int sink_port = 0, watchdog = 60;
+	long long tcp_bytes = -1;
+	while ((opt = getopt(argc, argv, "s:a:e:c:p:n:z:w:iL:T:b:x:")) != -1) {
 		switch (opt) {
 		case 's': sw = optarg; break;
 		case 'a': addr = optarg; break;
@@ -236,10 +411,15 @@ int main(int argc, char *argv[])
 		case 'z': size = atoi(optarg); break;
 		case 'w': warmup = atoi(optarg); break;
 		case 'i': icmp = 1; break;
+		case 'L': sink_port = atoi(optarg); break;
+		case 'T': tcp_peer = optarg; break;
+		case 'b': tcp_bytes = atoll(optarg); break;
+		case 'x': watchdog = atoi(optarg); break;
 		default: usage();
 		}
 	}
-	if (!sw || !addr || optind != argc)
+	if (!sw || !addr || optind != argc || (!!peer + !!tcp_peer + !!sink_port > 1) ||
+			(tcp_peer && tcp_bytes < 0))
 		usage();
 	char ipbuf[64];
 	snprintf(ipbuf, sizeof ipbuf, "%s", addr);
@@ -277,7 +457,15 @@ int main(int argc, char *argv[])
 	if (lwip_ifup(nif) < 0)
 		die("lwip_ifup");
 
-	int rv = peer ? client(stack, peer, port, count, size, warmup, icmp) : serve(stack, serve_port);
+	int rv;
+	if (sink_port)
+		rv = tcp_sink(stack, sink_port, watchdog);
+	else if (tcp_peer)
+		rv = tcp_source(stack, tcp_peer, port < 0 ? 5201 : port, tcp_bytes, watchdog);
+	else if (peer)
+		rv = client(stack, peer, port < 0 ? 7 : port, count, size, warmup, icmp);
+	else
+		rv = serve(stack, serve_port);
 	lwip_stack_free(stack);
 #ifdef LWIP_STATIC
 	lwip_fini();
