@@ -12,6 +12,8 @@ from lwstack.wire import icmpv4
 from lwstack.wire.arp import ArpPacket
 from lwstack.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, build_ethernet, parse_ethernet
 from lwstack.wire.ipv4 import build_ipv4, parse_ipv4
+from lwstack.wire.tcp import (ACK, PSH, SYN, build_options, build_tcp, parse_tcp,
+                              parse_tcp_unchecked)
 from lwstack.wire.udp import build_udp, parse_udp
 
 SRC = bytes([10, 0, 0, 2])
@@ -64,6 +66,8 @@ def test_parsers_on_arbitrary_bytes(data, offset):
     expect_wire_error_or_result(icmpv4.parse_icmpv4, data)
     expect_wire_error_or_result(parse_udp, data, SRC, DST)
     expect_wire_error_or_result(parse_ipv4_quoted, data)
+    assert_sane_tcp(expect_wire_error_or_result(parse_tcp, data, SRC, DST), data)
+    assert_sane_tcp(expect_wire_error_or_result(parse_tcp_unchecked, data), data)
 
 
 @FUZZ
@@ -145,3 +149,57 @@ def test_host_without_default_route_never_raises(source, protocol, payload, as_e
     host.receive(build_ethernet(host.mac, PEER, ETHERTYPE_IPV4, packet), 0.0)
     host.poll(0.0)
     assert host.stats["rx_frames"] == 1
+
+
+# -- TCP -------------------------------------------------------------------------------------
+
+def assert_sane_tcp(seg, data):
+    """A TCP segment that parsed is self-consistent (or the parse failed: ``seg`` is None)."""
+    if seg is None:
+        return
+    assert 20 <= seg.header_len <= min(60, len(data)) and seg.header_len % 4 == 0
+    assert len(seg.payload) == len(data) - seg.header_len
+    assert 0 <= seg.mss <= 0xFFFF and -1 <= seg.wscale <= 255
+    assert seg.has_timestamps or (seg.ts_val, seg.ts_ecr) == (0, 0)
+    assert len(seg.sack_blocks) <= 4 and all(
+        0 <= left <= 0xFFFFFFFF and 0 <= right <= 0xFFFFFFFF for left, right in seg.sack_blocks)
+    repr(seg)
+
+
+def valid_tcp_segments():
+    return [
+        build_tcp(SRC, DST, 40000, 80, 1, 0, SYN, 64240,
+                  build_options(mss=1460, wscale=7, sack_permitted=True, timestamps=(9, 0))),
+        build_tcp(SRC, DST, 40000, 80, 2, 3, ACK, 501,
+                  build_options(timestamps=(10, 11), sack_blocks=[(5, 6), (7, 8), (9, 10)])),
+        build_tcp(SRC, DST, 40000, 80, 2, 3, PSH | ACK, 501, build_options(timestamps=(1, 2)),
+                  b"payload"),
+    ]
+
+
+tcp_mutations = st.tuples(st.sampled_from(valid_tcp_segments()),
+                          st.lists(st.tuples(st.integers(0, 70), st.integers(0, 255)),
+                                   max_size=4),
+                          st.integers(0, 70))
+
+
+@FUZZ
+@given(tcp_mutations)
+def test_tcp_parsers_on_mutated_segments(case):
+    segment, flips, cut = case
+    data = mutated(segment, flips)[:max(0, len(segment) - cut)]
+    # Without the checksum, mutations reach the header length and option checks.
+    assert_sane_tcp(expect_wire_error_or_result(parse_tcp_unchecked, data), data)
+    assert_sane_tcp(expect_wire_error_or_result(parse_tcp, data, SRC, DST), data)
+
+
+@FUZZ
+@given(st.binary(max_size=40), st.binary(max_size=30), st.integers(0, 0xFF))
+def test_tcp_parser_on_arbitrary_options_with_a_valid_checksum(options, payload, flags):
+    # The checksum is right, so every byte of the options is judged by the option parser.
+    options = options[:len(options) & ~3]
+    data = build_tcp(SRC, DST, 1, 2, 3, 4, flags, 5, options, payload)
+    seg = expect_wire_error_or_result(parse_tcp, data, SRC, DST)
+    assert_sane_tcp(seg, data)
+    if seg is not None:
+        assert seg.header_len == 20 + len(options) and bytes(seg.payload) == payload
