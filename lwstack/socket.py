@@ -1,8 +1,8 @@
 """A stdlib-compatible socket API over lwstack stacks.
 
 ``lwstack.socket.socket(family, type, proto, stack=...)`` behaves like :class:`socket.socket`
-for what lwstack implements so far: IPv4 datagram sockets, UDP and Linux-style ICMP echo
-("ping") sockets.  Blocking, non-blocking and timeout modes follow the stdlib, and errors are
+for what lwstack implements so far: IPv4 TCP stream sockets (:mod:`lwstack._stream`), UDP
+and Linux-style ICMP echo ("ping") datagram sockets.  Blocking, non-blocking and timeout modes follow the stdlib, and errors are
 ``OSError(errno, strerror)`` so that CPython picks the same subclass a kernel socket would give
 (``ConnectionRefusedError``, ``BlockingIOError``, ...); a timeout raises ``TimeoutError``.
 
@@ -21,20 +21,22 @@ from lwstack.wire.ipv4 import addr_to_str as _addr_to_str, parse_addr as _parse_
 from socket import (AF_INET, AF_INET6, AF_UNSPEC, IPPROTO_ICMP, IPPROTO_IP, IPPROTO_TCP,  # noqa: F401
                     IPPROTO_UDP, IP_TTL, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC,
                     SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK,
-                    SOCK_STREAM, SOL_SOCKET, SO_BROADCAST, SO_ERROR, SO_RCVBUF, SO_REUSEADDR,
+                    SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SO_BROADCAST, SO_ERROR, SO_RCVBUF, SO_REUSEADDR,
                     SO_SNDBUF, SO_TYPE, gaierror, herror, timeout)
 from socket import error  # noqa: F401  (an alias of OSError, kept for old code)
 
 #: Linux's IP_RECVTTL (12), which the stdlib does not export.
 IP_RECVTTL = getattr(_stdlib, "IP_RECVTTL", 12)
 
-__all__ = ["socket", "getdefaulttimeout", "setdefaulttimeout", "AF_INET", "SOCK_DGRAM",
-           "IPPROTO_UDP", "IPPROTO_ICMP", "gaierror", "timeout"]
+__all__ = ["socket", "getdefaulttimeout", "setdefaulttimeout", "create_connection",
+           "create_server", "AF_INET", "SOCK_STREAM", "SOCK_DGRAM", "IPPROTO_TCP", "IPPROTO_UDP",
+           "IPPROTO_ICMP", "gaierror", "timeout"]
 
 # Plain ints for the per-call paths: arithmetic on the stdlib's IntFlag members is slow.
 _DONTWAIT = int(MSG_DONTWAIT)
 _PEEK = int(MSG_PEEK)
 _default_timeout = None
+_GLOBAL_DEFAULT = object()
 _MAX_BUF = 8 * 1024 * 1024
 _MIN_RCVBUF = 2304   # Linux's floor for SO_RCVBUF (SOCK_MIN_RCVBUF)
 
@@ -68,7 +70,20 @@ def _oserror(code, detail=None):
 
 
 class socket:
-    """An lwstack socket with the stdlib's methods (see the module docstring)."""
+    """An lwstack socket with the stdlib's methods (see the module docstring).
+
+    ``socket(AF_INET, SOCK_STREAM)`` makes a TCP socket and ``SOCK_DGRAM`` a UDP (or, with
+    ``IPPROTO_ICMP``, a ping) socket; both are instances of this class, as with the stdlib.
+    """
+
+    def __new__(cls, family=AF_INET, type=SOCK_DGRAM, proto=0, fileno=None, *, stack=None):
+        if cls is socket:
+            if type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC) == SOCK_STREAM:
+                from lwstack._stream import StreamSocket
+                cls = StreamSocket
+            else:
+                cls = DatagramSocket
+        return object.__new__(cls)
 
     def __init__(self, family=AF_INET, type=SOCK_DGRAM, proto=0, fileno=None, *, stack=None):
         if fileno is not None:
@@ -83,27 +98,16 @@ class socket:
             raise _oserror(_errno.EAFNOSUPPORT, "IPv6 is not supported yet")
         if family != AF_INET:
             raise _oserror(_errno.EAFNOSUPPORT)
-        if base_type == SOCK_STREAM:
-            raise _oserror(_errno.EPROTONOSUPPORT, "TCP is not supported yet")
-        if base_type != SOCK_DGRAM:
-            raise _oserror(_errno.ESOCKTNOSUPPORT)
-        if proto in (0, IPPROTO_UDP):
-            kind, proto = "udp", IPPROTO_UDP
-        elif proto == IPPROTO_ICMP:
-            kind = "icmp"
-        else:
-            raise _oserror(_errno.EPROTONOSUPPORT)
         self.family = _stdlib.AddressFamily(family)
         self.type = _stdlib.SocketKind(base_type)
-        self.proto = proto
         self._driver = self._stack.driver
         self._host = self._stack.host
-        self._endpoint = self._host.open_endpoint(kind)
-        self._endpoint.on_change = self._driver.endpoint_changed
         self._timeout = 0.0 if nonblocking else _default_timeout
-        self._recv_ttl = False
-        self._sndbuf = 212992
         self._closed = False
+        self._open(base_type, proto)
+
+    def _open(self, base_type, proto):
+        raise NotImplementedError
 
     # -- modes -------------------------------------------------------------------------------
 
@@ -146,6 +150,61 @@ class socket:
         except ValueError:
             # Names need the resolver (DNS arrives with automatic configuration).
             raise gaierror(_stdlib.EAI_NONAME, "Name or service not known") from None
+
+    @property
+    def stack(self):
+        """The :class:`lwstack.Stack` this socket belongs to."""
+        return self._stack
+
+    def _check_open(self):
+        if self._closed:
+            raise _oserror(_errno.EBADF)
+        if self._driver.closed:
+            raise _oserror(_errno.ENETDOWN, "the stack is closed")
+
+    @staticmethod
+    def _check_flags(flags, allowed):
+        if flags and flags & ~allowed:
+            raise _oserror(_errno.EOPNOTSUPP, f"flags {flags:#x}")
+
+    @staticmethod
+    def _as_bytes(data):
+        if isinstance(data, bytes):
+            return data
+        try:
+            return bytes(memoryview(data).cast("B"))
+        except TypeError:
+            raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = " [closed]" if self._closed else ""
+        return (f"<lwstack.socket.socket{state} family={self.family!r}, type={self.type!r}, "
+                f"proto={self.proto}, laddr={self.getsockname() if not self._closed else None}>")
+
+
+class DatagramSocket(socket):
+    """UDP and ICMP echo sockets (``SOCK_DGRAM``)."""
+
+    def _open(self, base_type, proto):
+        if base_type != SOCK_DGRAM:
+            raise _oserror(_errno.ESOCKTNOSUPPORT)
+        if proto in (0, IPPROTO_UDP):
+            kind, proto = "udp", IPPROTO_UDP
+        elif proto == IPPROTO_ICMP:
+            kind = "icmp"
+        else:
+            raise _oserror(_errno.EPROTONOSUPPORT)
+        self.proto = proto
+        self._endpoint = self._host.open_endpoint(kind)
+        self._endpoint.on_change = self._driver.endpoint_changed
+        self._recv_ttl = False
+        self._sndbuf = 212992
 
     def bind(self, address):
         """Bind to ``(host, port)``; ``""`` is any local address and port 0 an ephemeral port."""
@@ -364,38 +423,38 @@ class socket:
         if self._endpoint.remote is None:
             raise _oserror(_errno.ENOTCONN)
 
-    @property
-    def stack(self):
-        """The :class:`lwstack.Stack` this socket belongs to."""
-        return self._stack
 
-    def _check_open(self):
-        if self._closed:
-            raise _oserror(_errno.EBADF)
-        if self._driver.closed:
-            raise _oserror(_errno.ENETDOWN, "the stack is closed")
+def create_connection(address, timeout=_GLOBAL_DEFAULT, source_address=None, *, stack=None):
+    """Connect a TCP socket to ``address`` (host, port), as :func:`socket.create_connection`."""
+    sock = socket(AF_INET, SOCK_STREAM, stack=stack)
+    try:
+        if timeout is not _GLOBAL_DEFAULT:
+            sock.settimeout(timeout)
+        if source_address:
+            sock.bind(source_address)
+        sock.connect(address)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
 
-    @staticmethod
-    def _check_flags(flags, allowed):
-        if flags and flags & ~allowed:
-            raise _oserror(_errno.EOPNOTSUPP, f"flags {flags:#x}")
 
-    @staticmethod
-    def _as_bytes(data):
-        if isinstance(data, bytes):
-            return data
-        try:
-            return bytes(memoryview(data).cast("B"))
-        except TypeError:
-            raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def __repr__(self):
-        state = " [closed]" if self._closed else ""
-        return (f"<lwstack.socket.socket{state} family={self.family!r}, type={self.type!r}, "
-                f"proto={self.proto}, laddr={self.getsockname() if not self._closed else None}>")
+def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False,
+                  dualstack_ipv6=False, stack=None):
+    """A listening TCP socket bound to ``address``, as :func:`socket.create_server`."""
+    if family != AF_INET or dualstack_ipv6:
+        raise ValueError("lwstack supports AF_INET only so far")
+    if reuse_port:
+        raise ValueError("SO_REUSEPORT not supported on this platform")
+    sock = socket(AF_INET, SOCK_STREAM, stack=stack)
+    try:
+        sock.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+        sock.bind(address)
+        if backlog is None:
+            sock.listen()
+        else:
+            sock.listen(backlog)
+        return sock
+    except BaseException:
+        sock.close()
+        raise

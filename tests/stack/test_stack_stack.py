@@ -101,7 +101,8 @@ def test_default_stack_per_thread(net):
 def test_unsupported_socket_kinds(net):
     stack = net.stack("ip=10.0.0.1/24")
     for args, code in [((lwsocket.AF_INET6, lwsocket.SOCK_DGRAM), errno.EAFNOSUPPORT),
-                       ((lwsocket.AF_INET, lwsocket.SOCK_STREAM), errno.EPROTONOSUPPORT),
+                       ((lwsocket.AF_INET, lwsocket.SOCK_STREAM, 17), errno.EPROTONOSUPPORT),
+                       ((lwsocket.AF_INET, lwsocket.SOCK_RAW), errno.ESOCKTNOSUPPORT),
                        ((lwsocket.AF_INET, lwsocket.SOCK_DGRAM, 6), errno.EPROTONOSUPPORT)]:
         with pytest.raises(OSError) as info:
             stack.socket(*args)

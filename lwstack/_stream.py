@@ -1,0 +1,597 @@
+"""TCP sockets for :mod:`lwstack.socket` (``socket(AF_INET, SOCK_STREAM)``).
+
+The socket is a thin layer over a :class:`~lwstack.proto.tcp.connection.TcpConnection` (or,
+after ``listen``, a :class:`~lwstack.proto.tcp.listener.TcpListener`): it takes the stack lock,
+calls the connection with the driver's clock, waits on the driver's condition when the call
+would block, and turns the connection's errno values into the stdlib's exceptions
+(``ConnectionRefusedError``, ``ConnectionResetError``, ``BrokenPipeError``, ``TimeoutError``
+with ``ETIMEDOUT`` for a TCP-level timeout, ``timeout`` for a socket timeout).
+
+Timeouts follow the stdlib: ``None`` blocks, ``0`` is non-blocking (``BlockingIOError``), a
+number bounds each call (``sendall`` as a whole, as CPython does since 3.5).
+"""
+import errno as _errno
+import io as _io
+import socket as _stdlib
+import struct as _struct
+
+from lwstack.proto.tcp import congestion as _congestion
+from lwstack.proto.tcp.connection import CLOSED, HANDSHAKE, MAX_BUFFER, TIME_WAIT
+from lwstack.socket import (IPPROTO_TCP, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_RCVBUF,
+                            SO_REUSEADDR, SO_SNDBUF, SO_TYPE, SOL_SOCKET, _ANY, _DONTWAIT, _PEEK,
+                            _addr_to_str, _oserror, socket, timeout)
+
+SO_KEEPALIVE = _stdlib.SO_KEEPALIVE
+SO_LINGER = _stdlib.SO_LINGER
+SO_ACCEPTCONN = getattr(_stdlib, "SO_ACCEPTCONN", 30)
+TCP_NODELAY = _stdlib.TCP_NODELAY
+TCP_MAXSEG = getattr(_stdlib, "TCP_MAXSEG", 2)
+TCP_KEEPIDLE = getattr(_stdlib, "TCP_KEEPIDLE", 4)
+TCP_KEEPINTVL = getattr(_stdlib, "TCP_KEEPINTVL", 5)
+TCP_KEEPCNT = getattr(_stdlib, "TCP_KEEPCNT", 6)
+TCP_CONGESTION = getattr(_stdlib, "TCP_CONGESTION", 13)
+TCP_USER_TIMEOUT = getattr(_stdlib, "TCP_USER_TIMEOUT", 18)
+_WAITALL = int(_stdlib.MSG_WAITALL)
+_NOSIGNAL = int(getattr(_stdlib, "MSG_NOSIGNAL", 0x4000))
+#: Linux's floors for SO_SNDBUF / SO_RCVBUF (SOCK_MIN_SNDBUF, SOCK_MIN_RCVBUF).
+_MIN_SNDBUF = 4608
+_MIN_RCVBUF = 2304
+#: Linux's default listen backlog in Python (socket.listen() without an argument).
+_DEFAULT_BACKLOG = min(_stdlib.SOMAXCONN, 128)
+
+
+class StreamSocket(socket):
+    """A TCP socket with the stdlib's methods (see the module docstring)."""
+
+    def _open(self, base_type, proto):
+        if proto not in (0, IPPROTO_TCP):
+            raise _oserror(_errno.EPROTONOSUPPORT)
+        self.proto = IPPROTO_TCP
+        self._table = self._host.tcp
+        self._conn = self._table.new_connection()
+        self._conn.on_change = self._driver.endpoint_changed
+        self._listener = None
+        self._read_shut = False
+        self._io_refs = 0
+
+    @classmethod
+    def _accepted(cls, parent, conn):
+        sock = object.__new__(cls)
+        sock.family = parent.family
+        sock.type = parent.type
+        sock.proto = IPPROTO_TCP
+        sock._stack = parent._stack
+        sock._driver = parent._driver
+        sock._host = parent._host
+        sock._table = parent._table
+        sock._timeout = parent._default_child_timeout()
+        sock._closed = False
+        sock._conn = conn
+        conn.on_change = sock._driver.endpoint_changed
+        sock._listener = None
+        sock._read_shut = False
+        sock._io_refs = 0
+        return sock
+
+    def _default_child_timeout(self):
+        # Accepted sockets start blocking (or with the default timeout), whatever the listener.
+        from lwstack.socket import getdefaulttimeout
+        return getdefaulttimeout()
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _wait(self, predicate, deadline):
+        """Wait (lock held) for ``predicate``; False on timeout.  ``deadline``: None or clock."""
+        if predicate():
+            return True
+        if deadline is None:
+            return self._driver.wait_for(predicate, None)
+        remaining = deadline - self._driver.now()
+        if remaining <= 0:
+            return False
+        return self._driver.wait_for(predicate, remaining)
+
+    def _deadline(self):
+        if self._timeout is None or self._timeout == 0.0:
+            return None
+        return self._driver.now() + self._timeout
+
+    def _raise_pending(self):
+        code = self._conn.pop_error()
+        if code:
+            raise _oserror(code)
+
+    # -- addresses and connections -----------------------------------------------------------
+
+    def bind(self, address):
+        """Bind to ``(host, port)``; ``""`` is any local address, port 0 an ephemeral port."""
+        addr, port = self._resolve(address, for_bind=True)
+        with self._driver.lock:
+            self._check_open()
+            self._table.bind(self._conn, addr, port)
+
+    def connect(self, address):
+        """Open a connection (three-way handshake); raises what the kernel would."""
+        code = self._connect(address, raise_timeout=True)
+        if code:
+            raise _oserror(code)
+
+    def connect_ex(self, address):
+        """Like :meth:`connect` but return an errno instead of raising (0 on success)."""
+        try:
+            return self._connect(address, raise_timeout=False)
+        except timeout:
+            return _errno.EAGAIN
+
+    def _connect(self, address, raise_timeout):
+        addr, port = self._resolve(address)
+        conn = self._conn
+        with self._driver.lock:
+            self._check_open()
+            if self._listener is not None:
+                return _errno.EINVAL
+            if addr == _ANY:
+                addr = b"\x7f\0\0\1" if not self._host.interfaces else \
+                    self._host.interfaces[0].address
+            if conn.remote_addr is None:
+                try:
+                    self._table.connect(conn, addr, port, self._driver.now())
+                except OSError as exc:
+                    return exc.errno
+                finally:
+                    self._driver.after_call()
+            elif conn.state in HANDSHAKE:
+                if self._timeout == 0.0:
+                    return _errno.EALREADY
+            elif conn.error:
+                return conn.pop_error()
+            elif conn.connected:
+                return _errno.EISCONN
+            if self._timeout == 0.0:
+                return _errno.EINPROGRESS if conn.state in HANDSHAKE else conn.pop_error()
+            if not self._wait(lambda: conn.state not in HANDSHAKE or self._dead(),
+                              self._deadline()):
+                if raise_timeout:
+                    raise timeout("timed out")
+                return _errno.EAGAIN
+            self._check_open()
+            code = conn.pop_error()
+            if code:
+                return code
+            if not conn.connected:
+                return _errno.ECONNREFUSED
+        return 0
+
+    def _dead(self):
+        return self._closed or self._driver.closed
+
+    def listen(self, backlog=_DEFAULT_BACKLOG):
+        """Start accepting connections; up to ``backlog`` wait in the accept queue."""
+        with self._driver.lock:
+            self._check_open()
+            if self._listener is not None:
+                self._listener.backlog = max(1, backlog)
+                return
+            if self._conn.remote_addr is not None:
+                raise _oserror(_errno.EINVAL)
+            self._listener = self._table.listen(self._conn, max(0, int(backlog)))
+            self._listener.on_change = self._driver.endpoint_changed
+
+    def accept(self):
+        """Wait for a connection: ``(socket, (host, port))``."""
+        with self._driver.lock:
+            self._check_open()
+            listener = self._listener
+            if listener is None:
+                raise _oserror(_errno.EINVAL)
+            if not listener.accept_queue:
+                if self._timeout == 0.0:
+                    raise _oserror(_errno.EAGAIN)
+                if not self._wait(lambda: listener.readable or self._dead(), self._deadline()):
+                    raise timeout("timed out")
+                self._check_open()
+            conn = listener.accept()
+            if conn is None:
+                raise _oserror(_errno.EINVAL)
+        sock = StreamSocket._accepted(self, conn)
+        return sock, (_addr_to_str(conn.remote_addr), conn.remote_port)
+
+    def getsockname(self):
+        """The local ``(host, port)``."""
+        self._check_open()
+        conn = self._conn
+        return _addr_to_str(conn.local_addr), conn.local_port
+
+    def getpeername(self):
+        """The peer's ``(host, port)``; ENOTCONN before the connection is established."""
+        self._check_open()
+        conn = self._conn
+        if conn.remote_addr is None or not conn.connected or conn.state == CLOSED:
+            raise _oserror(_errno.ENOTCONN)
+        return _addr_to_str(conn.remote_addr), conn.remote_port
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, data, flags=0):
+        """Queue some of ``data``; returns how many bytes were taken (at least one)."""
+        self._check_flags(flags, _DONTWAIT | _NOSIGNAL)
+        view = self._as_view(data)
+        with self._driver.lock:
+            return self._send_some(view, flags, self._deadline())
+
+    def _send_some(self, view, flags, deadline):
+        conn = self._conn
+        self._check_open()
+        if self._listener is not None:
+            raise _oserror(_errno.ENOTCONN)
+        if not conn.writable:
+            if flags & _DONTWAIT or self._timeout == 0.0:
+                if conn.state in HANDSHAKE or conn.remote_addr is not None:
+                    raise _oserror(_errno.EAGAIN)
+            elif conn.remote_addr is not None and \
+                    not self._wait(lambda: conn.writable or self._dead(), deadline):
+                raise timeout("timed out")
+            self._check_open()
+        try:
+            n = conn.send(view, self._driver.now())
+        finally:
+            self._driver.after_call()
+        if n == 0 and (flags & _DONTWAIT or self._timeout == 0.0):
+            raise _oserror(_errno.EAGAIN)
+        return n
+
+    def sendall(self, data, flags=0):
+        """Send every byte of ``data`` (the timeout covers the whole call); returns None."""
+        self._check_flags(flags, _DONTWAIT | _NOSIGNAL)
+        view = self._as_view(data)
+        total = len(view)
+        sent = 0
+        deadline = self._deadline()
+        with self._driver.lock:
+            while sent < total:
+                sent += self._send_some(view[sent:], flags, deadline)
+
+    def sendfile(self, file, offset=0, count=None):
+        """Send a file's contents (read in chunks; no kernel zero-copy here)."""
+        if offset:
+            file.seek(offset)
+        total = 0
+        while count is None or total < count:
+            chunk = file.read(65536 if count is None else min(65536, count - total))
+            if not chunk:
+                break
+            self.sendall(chunk)
+            total += len(chunk)
+        return total
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def recv(self, bufsize, flags=0):
+        """Receive up to ``bufsize`` bytes; ``b""`` once the peer closed its side."""
+        if not isinstance(bufsize, int):
+            raise TypeError("an integer is required for the buffer size")
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        self._check_flags(flags, _DONTWAIT | _PEEK | _WAITALL)
+        if bufsize == 0:
+            return b""
+        if flags & _WAITALL and not flags & _PEEK:
+            buf = bytearray(bufsize)
+            n = self.recv_into(buf, bufsize, flags)
+            return bytes(buf[:n])
+        with self._driver.lock:
+            self._wait_readable(flags)
+            conn = self._conn
+            data = conn.recv(bufsize, self._driver.now(), peek=bool(flags & _PEEK))
+            self._driver.after_call()
+        return data if data is not None else b""
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        """Receive into ``buffer``; returns the number of bytes written."""
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if nbytes > len(view):
+            raise ValueError("buffer too small for requested bytes")
+        if nbytes:
+            view = view[:nbytes]
+        self._check_flags(flags, _DONTWAIT | _PEEK | _WAITALL)
+        if not len(view):
+            return 0
+        if flags & _PEEK:
+            data = self.recv(len(view), flags)
+            view[:len(data)] = data
+            return len(data)
+        got = 0
+        deadline = self._deadline()
+        with self._driver.lock:
+            while True:
+                self._wait_readable(flags, deadline)
+                n = self._conn.recv_into(view[got:], self._driver.now())
+                self._driver.after_call()
+                if not n:
+                    return got
+                got += n
+                if not flags & _WAITALL or got == len(view):
+                    return got
+
+    def recvfrom(self, bufsize, flags=0):
+        """``(data, None)``: a connected stream has no per-datagram address (as Linux)."""
+        return self.recv(bufsize, flags), None
+
+    def recvfrom_into(self, buffer, nbytes=0, flags=0):
+        """``(nbytes, None)``, see :meth:`recvfrom`."""
+        return self.recv_into(buffer, nbytes, flags), None
+
+    def _wait_readable(self, flags, deadline=None):
+        """Block (lock held) until the connection is readable; raise its pending error."""
+        self._check_open()
+        conn = self._conn
+        if self._listener is not None or (conn.remote_addr is None and not conn.reset):
+            raise _oserror(_errno.ENOTCONN)
+        if self._read_shut:
+            return
+        if not conn.readable:
+            if flags & _DONTWAIT or self._timeout == 0.0:
+                raise _oserror(_errno.EAGAIN)
+            if not self._wait(lambda: conn.readable or self._dead(),
+                              deadline if deadline is not None else self._deadline()):
+                raise timeout("timed out")
+            self._check_open()
+        if not conn.receive_queue_bytes:
+            self._raise_pending()
+
+    # -- options -----------------------------------------------------------------------------
+
+    def setsockopt(self, level, option, value, optlen=None):
+        """SO_REUSEADDR, SO_RCVBUF, SO_SNDBUF, SO_KEEPALIVE, SO_LINGER, TCP_NODELAY,
+        TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_CONGESTION, TCP_USER_TIMEOUT."""
+        self._check_open()
+        conn = self._conn
+        if level == IPPROTO_TCP and option == TCP_CONGESTION:
+            name = bytes(value).split(b"\0")[0].decode() if not isinstance(value, str) else value
+            if name not in _congestion.AVAILABLE and name != "newreno":
+                raise _oserror(_errno.ENOENT)
+            with self._driver.lock:
+                conn.congestion_name = name
+                if conn.cc is not None and conn.cc.name != name:
+                    conn.cc = _congestion.make(name, conn.mss, self._driver.now())
+            return
+        if level == SOL_SOCKET and option == SO_LINGER:
+            if not isinstance(value, (bytes, bytearray)) or len(value) < 8:
+                raise _oserror(_errno.EINVAL)
+            onoff, seconds = _struct.unpack("ii", bytes(value[:8]))
+            conn.linger = float(max(0, seconds)) if onoff else None
+            return
+        if isinstance(value, (bytes, bytearray)) and optlen is None and len(value) >= 4:
+            value = _struct.unpack("i", bytes(value[:4]))[0]
+        elif optlen is not None or not isinstance(value, (int, bool)):
+            raise _oserror(_errno.EINVAL)
+        value = int(value)
+        with self._driver.lock:
+            now = self._driver.now()
+            if level == SOL_SOCKET and option == SO_REUSEADDR:
+                conn.reuse_addr = bool(value)
+            elif level == SOL_SOCKET and option == SO_RCVBUF:
+                # Linux doubles the request (bookkeeping overhead), within bounds; the receive
+                # window follows it.
+                conn.rcvbuf = max(_MIN_RCVBUF, min(2 * value, MAX_BUFFER))
+            elif level == SOL_SOCKET and option == SO_SNDBUF:
+                conn.sndbuf = max(_MIN_SNDBUF, min(2 * value, MAX_BUFFER))
+                conn._notify()
+            elif level == SOL_SOCKET and option == SO_KEEPALIVE:
+                conn.set_keepalive(bool(value), now)
+            elif level == IPPROTO_TCP and option == TCP_NODELAY:
+                conn.nodelay = bool(value)
+                if conn.nodelay and conn.state not in HANDSHAKE and conn.remote_addr:
+                    conn._push(now)           # Linux sends what Nagle held back at once
+                    self._driver.after_call()
+            elif level == IPPROTO_TCP and option in (TCP_KEEPIDLE, TCP_KEEPINTVL):
+                if not 1 <= value <= 32767:
+                    raise _oserror(_errno.EINVAL)
+                setattr(conn, "keepidle" if option == TCP_KEEPIDLE else "keepintvl",
+                        float(value))
+                conn.set_keepalive(conn.keepalive, now)
+            elif level == IPPROTO_TCP and option == TCP_KEEPCNT:
+                if not 1 <= value <= 127:
+                    raise _oserror(_errno.EINVAL)
+                conn.keepcnt = value
+            elif level == IPPROTO_TCP and option == TCP_USER_TIMEOUT:
+                if value < 0:
+                    raise _oserror(_errno.EINVAL)
+                conn.user_timeout = value / 1000.0
+            else:
+                raise _oserror(_errno.ENOPROTOOPT)
+            self._driver.after_call()
+
+    def getsockopt(self, level, option, buflen=None):
+        """Read an option; SO_ERROR returns and clears the pending error."""
+        self._check_open()
+        conn = self._conn
+        if level == IPPROTO_TCP and option == TCP_CONGESTION:
+            name = (conn.cc.name if conn.cc is not None else conn.congestion_name).encode()
+            return name.ljust(buflen or 16, b"\0")[:buflen or 16]
+        if level == SOL_SOCKET and option == SO_LINGER:
+            value = _struct.pack("ii", conn.linger is not None, int(conn.linger or 0))
+            return value[:buflen] if buflen else value
+        values = {
+            (SOL_SOCKET, SO_TYPE): lambda: int(self.type),
+            (SOL_SOCKET, SO_REUSEADDR): lambda: int(conn.reuse_addr),
+            (SOL_SOCKET, SO_RCVBUF): lambda: conn.rcvbuf,
+            (SOL_SOCKET, SO_SNDBUF): lambda: conn.sndbuf,
+            (SOL_SOCKET, SO_KEEPALIVE): lambda: int(conn.keepalive),
+            (SOL_SOCKET, SO_ACCEPTCONN): lambda: int(self._listener is not None),
+            (IPPROTO_TCP, TCP_NODELAY): lambda: int(conn.nodelay),
+            (IPPROTO_TCP, TCP_MAXSEG): lambda: conn.mss,
+            (IPPROTO_TCP, TCP_KEEPIDLE): lambda: int(conn.keepidle),
+            (IPPROTO_TCP, TCP_KEEPINTVL): lambda: int(conn.keepintvl),
+            (IPPROTO_TCP, TCP_KEEPCNT): lambda: conn.keepcnt,
+            (IPPROTO_TCP, TCP_USER_TIMEOUT): lambda: int(conn.user_timeout * 1000),
+        }
+        if (level, option) == (SOL_SOCKET, SO_ERROR):
+            with self._driver.lock:
+                value = conn.pop_error()
+        elif (level, option) in values:
+            value = values[(level, option)]()
+        else:
+            raise _oserror(_errno.ENOPROTOOPT)
+        return _struct.pack("i", value)[:buflen] if buflen else value
+
+    # -- life --------------------------------------------------------------------------------
+
+    def shutdown(self, how):
+        """SHUT_WR sends FIN after queued data; SHUT_RD makes ``recv`` return ``b""``."""
+        self._check_open()
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise _oserror(_errno.EINVAL)
+        with self._driver.lock:
+            conn = self._conn
+            if self._listener is None and (conn.remote_addr is None or
+                                           conn.state in HANDSHAKE and not conn.connected):
+                if conn.state not in HANDSHAKE:
+                    raise _oserror(_errno.ENOTCONN)
+            if how in (SHUT_RD, SHUT_RDWR):
+                self._read_shut = True
+            if how in (SHUT_WR, SHUT_RDWR) and self._listener is None:
+                conn.shutdown(self._driver.now())
+                self._driver.after_call()
+            self._driver.cond.notify_all()
+
+    def close(self):
+        """Close the socket: the connection finishes in the background (``SO_LINGER`` aside)."""
+        if self._closed:
+            return
+        if self._io_refs > 0:
+            self._closing = True
+            return
+        self._closed = True
+        with self._driver.lock:
+            if self._driver.closed:
+                return
+            now = self._driver.now()
+            conn = self._conn
+            if self._listener is not None:
+                self._listener.close(now)
+            elif conn.remote_addr is None:
+                self._table.forget(conn)
+            else:
+                conn.close(now)
+                linger = conn.linger
+                if linger:
+                    # SO_LINGER with a timeout: wait until everything is acknowledged.
+                    self._driver.after_call()
+                    self._driver.wait_for(
+                        lambda: conn.state in (CLOSED, TIME_WAIT) or conn.send_queue_bytes == 0
+                        and conn.state != "FIN-WAIT-1", linger)
+            self._driver.after_call()
+            self._driver.cond.notify_all()
+
+    def detach(self):
+        """Not available: an lwstack socket has no kernel descriptor to hand over."""
+        raise _oserror(_errno.EOPNOTSUPP, "lwstack sockets have no file descriptor")
+
+    # -- file objects (socket.makefile) ------------------------------------------------------
+
+    def makefile(self, mode="r", buffering=None, *, encoding=None, errors=None, newline=None):
+        """A file object reading and/or writing the stream, as :meth:`socket.socket.makefile`."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = _StreamIO(self, rawmode)
+        self._io_refs += 1
+        if buffering is None:
+            buffering = -1
+        if buffering < 0:
+            buffering = _io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if "b" not in mode:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        if reading and writing:
+            buffer = _io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = _io.BufferedReader(raw, buffering)
+        else:
+            buffer = _io.BufferedWriter(raw, buffering)
+        if "b" in mode:
+            return buffer
+        text = _io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode
+        return text
+
+    def _decref_io(self):
+        self._io_refs -= 1
+        if self._io_refs <= 0 and getattr(self, "_closing", False):
+            self.close()
+
+    @staticmethod
+    def _as_view(data):
+        try:
+            return memoryview(data).cast("B")
+        except TypeError:
+            raise TypeError(
+                f"a bytes-like object is required, not '{type(data).__name__}'") from None
+
+    def __repr__(self):
+        state = " [closed]" if self._closed else ""
+        laddr = raddr = None
+        if not self._closed:
+            laddr = self.getsockname()
+            if self._conn.remote_addr is not None:
+                raddr = (_addr_to_str(self._conn.remote_addr), self._conn.remote_port)
+        return (f"<lwstack.socket.socket{state} family={self.family!r}, type={self.type!r}, "
+                f"proto={self.proto}, laddr={laddr}, raddr={raddr}, "
+                f"state={self._conn.state if self._listener is None else 'LISTEN'}>")
+
+
+class _StreamIO(_io.RawIOBase):
+    """The raw file object behind :meth:`StreamSocket.makefile`."""
+
+    def __init__(self, sock, mode):
+        super().__init__()
+        self._sock = sock
+        self._mode = mode
+        self._reading = "r" in mode
+        self._writing = "w" in mode
+
+    def readinto(self, buffer):
+        """Read into ``buffer``; None in non-blocking mode when nothing is ready."""
+        self._checkClosed()
+        try:
+            return self._sock.recv_into(buffer)
+        except BlockingIOError:
+            return None
+
+    def write(self, data):
+        """Write some of ``data``; returns how much was taken."""
+        self._checkClosed()
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return None
+
+    def readable(self):
+        return self._reading and not self.closed
+
+    def writable(self):
+        return self._writing and not self.closed
+
+    def seekable(self):
+        return False
+
+    @property
+    def name(self):
+        return -1
+
+    @property
+    def mode(self):
+        return self._mode
+
+    def close(self):
+        if self.closed:
+            return
+        super().close()
+        self._sock._decref_io()
+        self._sock = None
