@@ -86,6 +86,9 @@ PERSIST_MAX = 60.0
 FIN_TIMEOUT = 60.0
 #: RFC 5961 section 7: at most this many challenge ACKs per second per connection.
 CHALLENGE_ACK_LIMIT = 10
+#: Out-of-order ranges held at most: a peer sending tiny segments with gaps cannot make the
+#: reassembler (or our SACK work) grow without bound; beyond it, segments are dropped and counted.
+REASSEMBLY_BLOCKS = 1024
 #: Timestamps tick in milliseconds (RFC 7323 section 5.4 allows 1 ms to 1 s).
 TS_HZ = 1000
 
@@ -235,7 +238,7 @@ class TcpConnection:
 
     def _setup(self, now):
         """Sizes that depend on the options fixed at open time."""
-        self._reasm = Reassembler(max(self.rcvbuf, 65536))
+        self._reasm = Reassembler(max(self.rcvbuf, 65536), max_blocks=REASSEMBLY_BLOCKS)
         self.rcv_wscale = RCV_WSCALE
         self._ts_offset = self.table.ts_offset(self)
         self._last_heard = now
