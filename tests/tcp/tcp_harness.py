@@ -13,6 +13,9 @@ and checks every segment the stack answers with (:meth:`TcpPeer.expect`, :func:`
   the cache's reachable time, and the stack then revalidates the entry).
 - Everything the peer sends and receives is also decoded by dpkt and its TCP checksum is summed
   by an independent few lines here, so a bug in ``lwstack.wire.tcp`` cannot hide itself.
+- Blocking socket calls advance virtual time by themselves, while the test is stuck in the call:
+  set :attr:`TcpPeer.responder` to a function of each :class:`Arrival` that answers it with
+  ``peer.send(..., run=False)`` (e.g. a RST to a SYN, to see ``connect`` refused).
 - Batching: :meth:`TcpPeer.send` runs the network for the current instant by default, so the
   stack reads the segment, flushes its batch (lwstack sends ACKs once per batch) and answers.
   ``send(..., run=False)`` queues segments so that several arrive in one batch.
@@ -286,6 +289,7 @@ class TcpPeer:
         self.sport = PEER_PORT        # defaults for send(); handshake helpers set them
         self.dport = 80
         self.answer_arp = True
+        self.responder = None         # callable(arrival), called as each segment arrives
         net.drivers.append(_PeerDriver(self))
         # ARP resolved up front: the stack knows our MAC, we know its.
         self.host.arp.confirm(self.ip, self.mac, net.now, create=True)
@@ -384,7 +388,10 @@ class TcpPeer:
         seg = parse_tcp(body, header.src, header.dst)
         if self.check:
             cross_check(frame, seg)
-        self.log.append(Arrival(now, header, seg))
+        arrival = Arrival(now, header, seg)
+        self.log.append(arrival)
+        if self.responder is not None:
+            self.responder(arrival)
 
     @property
     def pending(self):
@@ -489,9 +496,17 @@ class TcpPeer:
 
 
 def conn_of(peer, flow):
-    """The stack's :class:`~lwstack.proto.tcp.connection.TcpConnection` for ``flow``."""
+    """The stack's :class:`~lwstack.proto.tcp.connection.TcpConnection` for ``flow`` (None
+    once the table forgot it)."""
     return peer.table.connections.get((peer.stack_ip, flow.stack_port, peer.ip, flow.peer_port))
 
 
+def state_of(peer, flow):
+    """The RFC 9293 state name of ``flow``'s connection on the stack (``"CLOSED"`` once the
+    table forgot it)."""
+    conn = conn_of(peer, flow)
+    return "CLOSED" if conn is None else conn.state
+
+
 __all__ = ["ANY", "Arrival", "Flow", "TcpPeer", "assert_segment", "conn_of", "cross_check",
-           "flags_of"]
+           "flags_of", "state_of"]
