@@ -187,6 +187,7 @@ def assert_segment(seg, flags=None, seq=None, ack=None, window=None, payload_len
     must be absent, ``{}`` means no options at all, ``ANY`` as a value means present.  Fields
     left at None are not checked.
     """
+    __tracebackhide__ = True
     raw = seg.seg if isinstance(seg, Arrival) else seg
     problems = []
     if flags is not None and raw.flags != flags_of(flags):
@@ -423,6 +424,7 @@ class TcpPeer:
                within=0.0, **fields):
         """Wait up to ``within`` virtual seconds for the next segment from the stack, assert it
         (see :func:`assert_segment` for the fields) and return it as an :class:`Arrival`."""
+        __tracebackhide__ = True
         arrival = self.next(within)
         assert arrival is not None, \
             f"expected a segment ({flags}) within {within}s, got nothing (t={self.now})"
@@ -430,6 +432,7 @@ class TcpPeer:
 
     def expect_nothing(self, within=0.0):
         """Assert the stack sends nothing (more) in the next ``within`` virtual seconds."""
+        __tracebackhide__ = True
         arrival = self.next(within)
         assert arrival is None, f"expected silence for {within}s, got {arrival!r}"
 
