@@ -623,6 +623,9 @@ class TcpConnection:
             self.table.stats["segment_out_of_window"] += 1
             if state == TIME_WAIT and flags & FIN:
                 self.timewait_at = now + self.table.time_wait   # a retransmitted FIN
+            if state == SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
+                self._send_syn(now)       # the peer's SYN again: it did not see our SYN-ACK
+                return
             self._ack_now = True
             self._send_ack(now)
             return
@@ -1049,6 +1052,11 @@ class TcpConnection:
         if self.state not in _TRANSMITTING:
             return
         mss = self.mss
+        if self.sack_ok and self._reasm:
+            # SACK blocks ride on every segment while we hold out-of-order data: their option
+            # bytes come out of the payload, or the packet outgrows the MTU (RFC 6691 section
+            # 3; Linux's tcp_current_mss).
+            mss -= 4 + 8 * min(len(self._reasm), 3 if self.ts_ok else 4)
         cwnd = self.cc.cwnd
         pipe = self._pipe()
         sent_any = False
