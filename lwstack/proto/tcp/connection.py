@@ -626,9 +626,6 @@ class TcpConnection:
             if state == SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
                 self._send_syn(now)       # the peer's SYN again: it did not see our SYN-ACK
                 return
-            if state == SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
-                self._send_syn(now)       # the peer's SYN again: it did not see our SYN-ACK
-                return
             self._ack_now = True
             self._send_ack(now)
             return
