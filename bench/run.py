@@ -2,6 +2,7 @@
 """lwstack benchmark: lwswitch against Debian's vde_switch, lwstack against LWIPv6, in one run.
 
     python bench/run.py [--quick] [--python VENV/bin/python] [--no-append] [--profile]
+                        [--tcp-only | --no-tcp] [--tcp-mb MB]
 
 What it measures, side by side and interleaved so that both sides see the same machine noise:
 
@@ -22,13 +23,22 @@ What it measures, side by side and interleaved so that both sides see the same m
    (``vde_blast -rtt``), the latency of the switch alone.  The LWIPv6 peer is ``bench/lwip_peer.c`` built against Debian's
    liblwipv6-dev; the lwstack client is ``bench/lwclient.py``.  Samples of several rounds are
    pooled; reported: median and p10-p90 in microseconds.
-3. A table on stdout, appended to ``bench/RESULTS.md`` with the date and the machine
+3. TCP (``bench/tcp.py``, whose docstring has the method): bulk throughput of one stream
+   through each switch, lwstack -> lwstack (two ``lwperf`` processes), kernel <-> lwstack (the
+   Linux kernel in a network namespace created for the run, its tap plugged into the switch
+   by ``vde_plug2tap``), LWIPv6 -> LWIPv6 (``lwip_peer`` TCP sink and source) and kernel ->
+   kernel (two namespaces: the ceiling of the path), plus lwstack with MTU 9000 through
+   lwswitch; connections per second accepted by an lwstack server and its memory per idle
+   connection with 10,000 open.  Rows whose peer is missing say "n/a (why)" (lwstack rows
+   until lwstack carries TCP; kernel rows without root); ``--tcp-only`` runs this section
+   alone, ``--no-tcp`` skips it.  Needs root for the namespaces; all are deleted afterwards.
+4. A table on stdout, appended to ``bench/RESULTS.md`` with the date and the machine
    (CPU, cores, kernel, Python, whether lwstack/vde.core are the Cython build, commit).
 
 Everything runs over unix sockets in a private temporary directory; every process started is
 stopped by its pid (and gets SIGTERM if this script dies: PR_SET_PDEATHSIG).  A full run takes
-about a minute, ``--quick`` about 20 s.  Timings are never asserted: compare the ratios of one
-run, and quote medians.
+about a minute plus the TCP section's few minutes, ``--quick`` about 20 s plus one or two.
+Timings are never asserted: compare the ratios of one run, and quote medians.
 
 By default the lwstack processes run from this checkout (``PYTHONPATH=repo:repo/tools``, pure
 Python unless someone compiled in place).  To measure the Cython build, install it into a venv
@@ -52,6 +62,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import tcp
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -137,7 +149,7 @@ class Processes:
         proc.log_path = log_path
         self.running.append(proc)
         deadline = time.monotonic() + timeout
-        while True:
+        while ready_text or ready_socket:          # neither: the caller waits its own way
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with status {proc.returncode}: "
                                    f"{log_path.read_text(errors='replace').strip()[-500:]}")
@@ -362,10 +374,13 @@ def verdict(cost_ratio):
 
 
 def report(info, args, fwd, rtt, build_errors, elapsed, reps, seconds, rounds, count,
-           pinned):
+           pinned, tcp_state=None):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    kind = "quick" if args.quick else "full"
+    if args.tcp_only:
+        kind += ", TCP only"
     lines = [
-        f"## {now} — {'quick' if args.quick else 'full'} run",
+        f"## {now} — {kind} run",
         "",
         f"- machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}, "
         f"host `{info['host']}`, load average at start {info['load']}",
@@ -453,8 +468,11 @@ def report(info, args, fwd, rtt, build_errors, elapsed, reps, seconds, rounds, c
                     cells.append(text)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    if tcp_state is not None:
+        lines += tcp.report(tcp_state)
     # targets
-    lines += ["### Targets (ratios within this run)", ""]
+    if fwd or rtt:
+        lines += ["### Targets (ratios within this run)", ""]
     for size in sizes:
         lw, vde = fwd_median("lwswitch", size, WINDOW), fwd_median("vde_switch", size, WINDOW)
         if lw and vde:
@@ -528,13 +546,23 @@ def main(argv=None):
                         help="also profile lwswitch's per-frame path with cProfile")
     parser.add_argument("--payload", type=int, default=56, help="round-trip payload bytes")
     parser.add_argument("--cc", default=os.environ.get("CC", "cc"))
+    sections = parser.add_mutually_exclusive_group()
+    sections.add_argument("--tcp-only", action="store_true",
+                          help="only the TCP section (bench/tcp.py)")
+    sections.add_argument("--no-tcp", action="store_true", help="skip the TCP section")
+    parser.add_argument("--tcp-mb", type=float, default=None,
+                        help="megabytes (10**6) per bulk TCP run (default 100, --quick 20)")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     if args.quick:
         reps, seconds, rounds, count, warmup = 3, 0.25, 2, 100, 5
+        tcp_reps, tcp_mb, conn_rounds, conn_seconds, hold_count = 2, 20, 2, 2.0, 2000
     else:
         reps, seconds, rounds, count, warmup = 7, 0.5, 3, 300, 10
+        tcp_reps, tcp_mb, conn_rounds, conn_seconds, hold_count = 5, 100, 3, 3.0, 10000
+    if args.tcp_mb:
+        tcp_mb = args.tcp_mb
 
     if args.python == sys.executable:
         env = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tools'}")
@@ -560,6 +588,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="lwbench-")
     procs = Processes(tmp)
     profile_text = None
+    fwd, rtt, tcp_state = {}, {}, None
     try:
         switches = {}
         for name in SWITCHES:
@@ -570,23 +599,35 @@ def main(argv=None):
             proc = procs.start(name, argv, env=env, ready_socket=directory / "ctl")
             proc.bench_dir = str(directory)
             switches[name] = proc
-        print(f"bench: switches up ({tmp}); forwarding, {reps}×{seconds:g} s per cell ...",
-              flush=True)
-        fwd = forwarding(binaries["vde_blast"], switches, FRAME_SIZES, (WINDOW, 0), reps,
-                         seconds, blaster_cpus)
+        print(f"bench: switches up ({tmp})", flush=True)
+        if not args.tcp_only:
+            print(f"bench: forwarding, {reps}×{seconds:g} s per cell ...", flush=True)
+            fwd = forwarding(binaries["vde_blast"], switches, FRAME_SIZES, (WINDOW, 0), reps,
+                             seconds, blaster_cpus)
 
-        print("bench: round trips ...", flush=True)
-        for name, proc in switches.items():
-            procs.start(f"lwecho-{name}", [args.python, "-m", "lwecho", "--net",
-                                           f"vde://{proc.bench_dir}", "--conf",
-                                           f"ip={LWECHO_IP}/24", "-q"],
-                        env=env, ready_text="lwecho: ")
-            if binaries.get("lwip_peer"):
-                procs.start(f"lwip-{name}", [str(binaries["lwip_peer"]), "-s", proc.bench_dir,
-                                             "-a", f"{LWIP_IP}/24", "-e", "7"],
-                            ready_text="ready")
-        rtt = round_trips(switches, binaries.get("lwip_peer"), binaries["vde_blast"], args.python, env, rounds,
-                          count // rounds, warmup, args.payload)
+            print("bench: round trips ...", flush=True)
+            responders = []
+            for name, proc in switches.items():
+                responders.append(procs.start(
+                    f"lwecho-{name}", [args.python, "-m", "lwecho", "--net",
+                                       f"vde://{proc.bench_dir}", "--conf",
+                                       f"ip={LWECHO_IP}/24", "-q"],
+                    env=env, ready_text="lwecho: "))
+                if binaries.get("lwip_peer"):
+                    responders.append(procs.start(
+                        f"lwip-{name}", [str(binaries["lwip_peer"]), "-s", proc.bench_dir,
+                                         "-a", f"{LWIP_IP}/24", "-e", "7"],
+                        ready_text="ready"))
+            rtt = round_trips(switches, binaries.get("lwip_peer"), binaries["vde_blast"],
+                              args.python, env, rounds, count // rounds, warmup, args.payload)
+            for proc in responders:                # the TCP section wants quiet switches
+                procs.stop(proc)
+        if not args.no_tcp:
+            print(f"bench: TCP, {tcp_reps} rounds of {tcp_mb:g} MB per path ...", flush=True)
+            tcp_state = tcp.measure(procs, switches, args.python, env, binaries.get("lwip_peer"),
+                                    reps=tcp_reps, nbytes=int(tcp_mb * 1e6),
+                                    conn_rounds=conn_rounds, conn_seconds=conn_seconds,
+                                    hold_count=hold_count)
         if args.profile:
             print("bench: profiling lwswitch ...", flush=True)
             profile_text = profile_lwswitch(procs, args.python, env, binaries["vde_blast"], tmp,
@@ -596,7 +637,8 @@ def main(argv=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
     text = report(info, args, fwd, rtt, build_errors, time.monotonic() - started,
-                  reps, seconds, rounds, count // rounds * rounds, blaster_cpus is not None)
+                  reps, seconds, rounds, count // rounds * rounds, blaster_cpus is not None,
+                  tcp_state)
     if profile_text:
         text += ("\n<details><summary>cProfile of lwswitch under a 64 B closed-loop blast "
                  "(forward() is invisible when vde.core is compiled)</summary>\n\n```\n"
