@@ -212,8 +212,8 @@ def assert_segment(seg, flags=None, seq=None, ack=None, window=None, payload_len
 class Flow:
     """One connection between the peer and the stack, as a handshake helper left it.
 
-    ``sock`` is the lwstack socket (the accepted one for a passive open, or None when
-    ``accept=False``), ``listener`` the listening socket (passive opens), ``iss`` the stack's
+    ``sock`` is the lwstack socket, non-blocking (the accepted one for a passive open, or None
+    when ``accept=False``), ``listener`` the listening socket (passive opens), ``iss`` the stack's
     ISN, ``irs`` the peer's ISN, ``stack_port`` / ``peer_port`` the ports, and ``syn`` /
     ``synack`` the stack's handshake segment (an :class:`Arrival`).  ``stack_nxt`` and
     ``peer_nxt`` are the next sequence numbers each side will send (ISN + 1 after the
@@ -495,6 +495,7 @@ class TcpPeer:
         if accept:
             sock, address = listener.accept()
             assert address == (addr_to_str(self.ip), self.sport)
+            sock.setblocking(False)
         return Flow(sock, synack.seq, isn, port, self.sport, syn=synack, listener=listener)
 
 
