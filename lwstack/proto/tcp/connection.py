@@ -1163,6 +1163,8 @@ class TcpConnection:
                                     timestamps=ts if self.table.timestamps_enabled else None)
         window = min(self.rcvbuf, 0xFFFF)
         self.rcv_adv = self.rcv_nxt + window
+        if flags & ACK:
+            self._last_ack_sent = self.rcv_nxt   # Last.ACK.sent for TS.Recent (RFC 7323 4.3)
         self.table.output(self, flags, self.iss & MASK, self.rcv_nxt & MASK if flags & ACK else 0,
                           window, options, b"", now)
 
