@@ -329,3 +329,11 @@ def _flow_of(peer, syn):
 def _flow(peer, port):
     """The flow of the peer's current source port to the stack's ``port``."""
     return _FlowKey(port, peer.sport)
+
+
+def test_passive_open_echoes_the_newest_timestamp(peer):
+    """RFC 7323 4.3: the SYN-ACK's ACK is Last.ACK.sent, so the first data segment at RCV.NXT
+    updates TS.Recent and our ACK echoes its TSval, not the SYN's."""
+    flow = peer.handshake_passive(port=80, isn=1000, ts=100)
+    peer.send("PA", flow.peer_nxt, flow.stack_nxt, payload=b"x", ts=(150, flow.synack.ts_val))
+    peer.expect("A", ack=flow.peer_nxt + 1, options={"ts": (ANY, 150)}, within=1.0)
