@@ -541,7 +541,18 @@ class TcpConnection:
 
     def _persist_timeout(self, now):
         """Probe a zero window with one octet of new data (RFC 9293 section 3.8.6.1)."""
-        if self.state not in _TRANSMITTING or self.snd_wnd > 0:
+        if self.state not in _TRANSMITTING:
+            return
+        if self.snd_wnd > 0:
+            # The override timeout (section 3.8.6.2.1): a window too small for sender SWS
+            # avoidance, nothing in flight.  Send what it allows; the ACK says what opened
+            # since (a lost window update would otherwise leave both sides waiting).
+            room = self.snd_una + self.snd_wnd - self.snd_nxt
+            if self.snd_nxt == self.snd_una and room > 0 and self.snd_nxt < self._stream_end():
+                self.table.stats["window_probes"] += 1
+                self.snd_nxt += self._send_range(self.snd_nxt, min(room, self.mss), now)
+                if self.rto_at is None:
+                    self._arm_rto(now)
             return
         self.table.stats["window_probes"] += 1
         if self.snd_nxt > self.snd_una:
@@ -1118,8 +1129,9 @@ class TcpConnection:
             sent_any = True
         if sent_any and self.rto_at is None:
             self._arm_rto(now)
-        # A zero window with data waiting and nothing in flight: the persist timer (3.8.6.1).
-        if self.snd_wnd == 0 and self.snd_nxt - self.snd_una <= 1 and data_end > self.snd_nxt:
+        # A zero window with data waiting and nothing in flight: the persist timer (3.8.6.1);
+        # for a window SWS avoidance will not use, the same timer is the override (3.8.6.2.1).
+        if self.snd_nxt - self.snd_una <= (0 if self.snd_wnd else 1) and data_end > self.snd_nxt:
             if self.persist_at is None:
                 self._persist_interval = self._persist_interval or max(self.rtt.rto, 0.2)
                 self.persist_at = now + self._persist_interval
