@@ -326,6 +326,9 @@ class TcpConnection:
     def _established(self, now):
         self.state = ESTABLISHED
         self.cc = congestion.make(self.congestion_name, self.mss, now)
+        if self._retries and self.rtt.samples == 0:
+            # RFC 6298 section 5.7: the SYN (or SYN-ACK) timed out and gave no sample.
+            self.rtt = RttEstimator(initial_rto=3.0)
         self._retries = 0
         self._first_rtx_time = None
         self.rto_at = None
