@@ -408,6 +408,7 @@ class TcpConnection:
             return
         current = self.rcv_adv - self.rcv_nxt
         free = self.rcvbuf - len(self._rcvq) - self._reasm.bytes_held
+        free = min(free, 0xFFFF << self.rcv_wscale)   # the most the window field can say
         if free - current >= max(2 * self.rcv_mss, self.rcvbuf // 4) or \
                 (current < self.rcv_mss <= free):
             self._send_ack(now)
