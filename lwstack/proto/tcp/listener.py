@@ -87,14 +87,21 @@ class TcpListener:
                        SYN | ACK, min(self.template.rcvbuf, 0xFFFF), options, now)
 
     def cookie_ack(self, seg, src, dst, now):
-        """An ACK with no connection: a connection if it returns a valid cookie, else False."""
+        """An ACK with no connection: a connection if it returns a valid cookie, else False.
+
+        A valid cookie that finds the accept queue full is dropped (True, nothing created), as
+        the final ACK of a SYN-RECEIVED child is: the peer's next segment may find room.
+        """
         table = self.table
         cookie = (seg.ack - 1) & 0xFFFFFFFF
         client_isn = (seg.seq - 1) & 0xFFFFFFFF
         mss = hashes.check_syn_cookie(table.secret, dst, self.local_port, src, seg.src_port,
                                       client_isn, cookie, now)
-        if not mss or not self.can_accept():
+        if not mss:
             return False
+        if not self.can_accept():
+            table.stats["accept_queue_full"] += 1
+            return True
         table.stats["syncookies_accepted"] += 1
         conn = self._child(src, seg.src_port)
         conn.local_addr = dst
