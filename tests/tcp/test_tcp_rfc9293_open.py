@@ -337,3 +337,16 @@ def test_passive_open_echoes_the_newest_timestamp(peer):
     flow = peer.handshake_passive(port=80, isn=1000, ts=100)
     peer.send("PA", flow.peer_nxt, flow.stack_nxt, payload=b"x", ts=(150, flow.synack.ts_val))
     peer.expect("A", ack=flow.peer_nxt + 1, options={"ts": (ANY, 150)}, within=1.0)
+
+
+def test_without_window_scale_reads_send_no_useless_window_updates(peer):
+    """Unscaled, the window field tops out at 65535: reading cannot open it further, so a read
+    must not send a window update (RFC 9293 3.8.6.2.2) and the delayed ACK stays delayed."""
+    flow = peer.handshake_passive(port=80, isn=1000, wscale=-1)
+    for i in range(4):
+        peer.send("PA", flow.peer_nxt + 100 * i, flow.stack_nxt, payload=b"h" * 100)
+        assert flow.sock.recv(1000) == b"h" * 100
+    acks = peer.received(within=1.0)
+    assert [(a.ack - flow.peer_nxt) & 0xFFFFFFFF for a in acks] == [400]
+    assert_segment(acks[0], "A", seq=flow.stack_nxt, window=65535)
+    assert acks[0].time == pytest.approx(0.04)    # the delayed-ACK timer, not a read
