@@ -1,6 +1,10 @@
 # C types for lwstack/wire/tcp.py (Cython pure-Python mode): the .py stays importable without Cython.
 cimport cython
 
+# Compiled, the checksum functions are called through C (checksum.pxd), not as Python
+# callables: both modules are in setup.py's HOT_MODULES and are built together.
+from lwstack.wire.checksum cimport ones_sum, pseudo_header_sum
+
 
 cdef class TcpSegment:
     cdef public int src_port

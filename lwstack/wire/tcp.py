@@ -43,8 +43,10 @@ Speed
 -----
 Parsing runs once per received segment: one precompiled :class:`struct.Struct` for the fixed
 header, one record allocation, a byte loop over the options (typed by ``tcp.pxd`` when
-compiled by Cython), and a ``memoryview`` for the payload.  Building packs the header twice
-(once with a zero checksum to sum it) and joins header, options and payload in one copy.
+compiled by Cython), and a ``memoryview`` for the payload.  Building sums the header from its
+field values (no second pack), sums options and payload where they lie, and joins header,
+options and payload in one copy.  The checksum over the payload dominates both (see
+:mod:`lwstack.wire.checksum`).
 """
 import struct
 
@@ -213,7 +215,10 @@ def _decode(segment, src, dst, verify):
     seg.sack_blocks = ()
     if header_len > 20:
         _parse_options(seg, segment, header_len)
-    seg.payload = memoryview(segment)[header_len:]
+    if type(segment) is memoryview:
+        seg.payload = segment[header_len:]
+    else:
+        seg.payload = memoryview(segment)[header_len:]
     return seg
 
 
@@ -327,16 +332,25 @@ def build_tcp(src, dst, src_port, dst_port, seq, ack, flags, window, options=b""
     seq &= _MASK32
     ack &= _MASK32
     offset = header_len << 2           # (header_len // 4) << 4
+    # The header's one's complement sum from its fields, without packing it twice: the
+    # 16-bit words are the ports, the halves of seq and ack, offset|flags, window and urgent.
+    # A field out of range fails the pack (struct.error) or, compiled, the conversion of a
+    # negative sum to C (OverflowError).
     try:
-        header = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, 0, urgent)
-    except struct.error as exc:
+        total = pseudo_header_sum(src, dst, 6, length) + src_port + dst_port + (seq >> 16) + \
+            (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF) + ((offset << 8) | flags) + window + \
+            urgent
+        if options_len:
+            total = ones_sum(options, total)
+        if len(payload):
+            total = ones_sum(payload, total)
+        total = (total & 0xFFFF) + (total >> 16)      # fold the carries of the additions
+        total = (total & 0xFFFF) + (total >> 16)
+        checksum = ~total & 0xFFFF
+        header = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, checksum,
+                              urgent)
+    except (struct.error, OverflowError) as exc:
         raise ValueError(f"TCP header field out of range: {exc}") from None
-    total = ones_sum(header, pseudo_header_sum(src, dst, PROTO_TCP, length))
-    if options_len:
-        total = ones_sum(options, total)
-    total = ones_sum(payload, total)
-    checksum = ~total & 0xFFFF
-    header = _HEADER.pack(src_port, dst_port, seq, ack, offset, flags, window, checksum, urgent)
     if options_len:
         return b"".join((header, options, payload))
     return header + payload

@@ -319,9 +319,10 @@ def test_build_refuses_bad_options_length(options):
 
 
 @pytest.mark.parametrize("field", ["src_port", "dst_port", "flags", "window", "urgent"])
-def test_build_refuses_fields_that_do_not_fit(field):
+@pytest.mark.parametrize("bad", ["too_big", "negative"])
+def test_build_refuses_fields_that_do_not_fit(field, bad):
     kwargs = dict(src_port=1, dst_port=2, flags=ACK, window=3, urgent=0)
-    kwargs[field] = 0x10000 if field != "flags" else 0x100
+    kwargs[field] = (0x10000 if field != "flags" else 0x100) if bad == "too_big" else -70000
     with pytest.raises(ValueError, match="out of range"):
         build_tcp(SRC, DST, seq=0, ack=0, **kwargs)
 
