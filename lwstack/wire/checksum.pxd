@@ -1,10 +1,14 @@
 cimport cython
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
 
 cdef bint _COMPILED
+cdef bint _LITTLE_ENDIAN
 
 cpdef ones_sum(data, unsigned long initial=*)
 
-@cython.locals(n=Py_ssize_t, i=Py_ssize_t, total="unsigned long long")
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, total=uint64_t, tail=uint64_t, word=uint32_t,
+               p="const unsigned char *")
 cpdef unsigned long _ones_sum_c(const unsigned char[:] view, unsigned long initial)
 
 @cython.locals(total="unsigned long")

