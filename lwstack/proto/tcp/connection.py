@@ -185,6 +185,9 @@ class TcpConnection:
         self._last_heard = 0.0
         self._syn_time = None         # when the (first) SYN left, for an RTT sample
         self._force_rtx = False       # retransmit the first lost segment whatever the cwnd
+        self._link = None             # cached Ethernet+IPv4 header (the table's fast path)
+        self._link_valid_until = float("-inf")
+        self._ip_ident = 0
         self._scheduled = None        # the table's timer heap bookkeeping
         self._pending = False         # in the table's flush set
 
@@ -780,16 +783,19 @@ class TcpConnection:
             self._challenge_ack(now)
             return False
         state = self.state
+        newly_sacked = 0
         if self.sack_ok and seg.sack_blocks and state in _TRANSMITTING:
             base = snd_una
             blocks = [(base + (((l - base) + HALF) & MASK) - HALF,
                        base + (((r - base) + HALF) & MASK) - HALF) for l, r in seg.sack_blocks]
-            self.scoreboard.update(snd_una, self.snd_nxt, blocks)
+            newly_sacked = self.scoreboard.update(snd_una, self.snd_nxt, blocks)
         window = seg.window << self.snd_wscale
         if ack > snd_una:
             self._new_ack(seg, ack, now)
-        elif ack == snd_una and not length and not seg.flags & FIN and \
-                window == self.snd_wnd and self.snd_nxt > snd_una and state in _TRANSMITTING:
+        elif ack == snd_una and self.snd_nxt > snd_una and state in _TRANSMITTING and (
+                newly_sacked or (not length and not seg.flags & FIN and window == self.snd_wnd)):
+            # RFC 6675 section 2: an ACK with new SACK information is a duplicate even if it
+            # carries data or changes the window.
             self._duplicate_ack(now)
         # Window update (section 3.10.7.4): newer segment, or same segment with a newer ACK.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
