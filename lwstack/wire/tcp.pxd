@@ -1,4 +1,4 @@
-# C types for lwstack/wire/tcp.py (Cython pure-Python mode): the .py stays importable without Cython.
+# C types for lwstack/wire/tcp.py (Cython pure-Python mode); the .py runs as it is without Cython.
 cimport cython
 
 # Compiled, the checksum functions are called through C (checksum.pxd), not as Python
@@ -38,6 +38,13 @@ cdef tuple _sack_blocks(const unsigned char[:] buf, Py_ssize_t start, Py_ssize_t
                offset=int, total="unsigned long", checksum=int)
 cpdef bytes build_tcp(src, dst, src_port, dst_port, seq, ack, flags, window, options=*,
                       payload=*, urgent=*)
+
+@cython.locals(options_len=Py_ssize_t, header_len=Py_ssize_t, tcp_len=Py_ssize_t,
+               total_len=Py_ssize_t, start=Py_ssize_t, frame=bytearray, checksum="unsigned int",
+               total="unsigned long")
+cpdef bytearray build_tcp_frame(link_header, unsigned int ident, int src_port, int dst_port,
+                                long long seq, long long ack, int flags, int window, options,
+                                payload)
 
 cpdef bint seq_lt(long long a, long long b)
 

@@ -12,14 +12,16 @@ what it reads and judges as little as it can:
   pseudo-header and the whole segment (``tcp_bad_checksum``).  The header length is checked
   before the checksum, as Linux does, so the checksum is never summed over a segment whose
   header cannot be read.
-- **Options** (RFC 9293 3.2).  EOL ends the list, NOP is skipped, every other option must
-  carry a length of at least 2 that stays inside the header, otherwise the segment is refused
-  (``tcp_bad_option``: the rest of the header cannot be delimited).  Unknown kinds are skipped
-  by their length (RFC 9293 3.2, "must be prepared to handle an illegal option length";
-  RFC 1122 4.2.2.5 "ignore without error any TCP option it does not implement").  A known
-  option with the wrong length (MSS of length 3, a SACK whose length is not 2 + 8n ...) is
-  ignored but does not invalidate the segment, as Linux's ``tcp_parse_options`` does.  When
-  an option appears twice the last one wins.
+- **Options** (RFC 9293 3.1 "Options", 3.2).  EOL ends the list, NOP is skipped, every
+  other option must carry a length of at least 2 that stays inside the header.  An option
+  that breaks that rule makes the segment ``tcp_bad_option``: RFC 9293 (MUST-7) requires
+  handling an illegal option length and suggests treating it as an error; Linux merely stops
+  reading options there, but the rest of such a header cannot be delimited, so the segment
+  is dropped and counted.  Unknown kinds are skipped by their length (MUST-6: "ignore
+  without error any TCP Option it does not implement").  A known option with the wrong
+  length (MSS of length 3, a SACK whose length is not 2 + 8n ...) is ignored without
+  invalidating the segment, as Linux's ``tcp_parse_options`` does.  When an option appears
+  twice the last one wins.
 - **Values are kept as received.**  A window scale above 14 is kept (RFC 7323 2.3 says the
   receiver logs it and uses 14: that is the caller's clamp), MSS, window scale and SACK
   permitted are reported on any segment although only a SYN may carry them (RFC 9293 3.7.1,
@@ -105,8 +107,9 @@ class TcpSegment:
     tuple of ``(left, right)`` pairs, ``()`` when absent).  ``payload`` is a ``memoryview``
     slice of the parsed buffer (or any bytes-like object when built by hand).
 
-    In the compiled build the integer fields are C integers: values must fit their wire
-    fields (32 bits unsigned for ``seq``, ``ack``, ``ts_val`` and ``ts_ecr``).
+    In the compiled build the fields are typed (``tcp.pxd``): integers must fit their wire
+    fields (32 bits unsigned for ``seq``, ``ack``, ``ts_val`` and ``ts_ecr``, a C ``int``
+    for the others) and ``sack_blocks`` must be a tuple.
     """
 
     __slots__ = ("src_port", "dst_port", "seq", "ack", "flags", "window", "urgent",
@@ -223,7 +226,7 @@ def _decode(segment, src, dst, verify):
 
 
 def _parse_options(seg, buf, end):
-    """Decode the options in ``buf[20:end]`` into ``seg`` (RFC 9293 3.2).
+    """Decode the options in ``buf[20:end]`` into ``seg`` (RFC 9293 3.1, 3.2).
 
     Option kinds are literals here, for the reason given in :func:`_decode`.
     """
@@ -354,6 +357,52 @@ def build_tcp(src, dst, src_port, dst_port, seq, ack, flags, window, options=b""
     if options_len:
         return b"".join((header, options, payload))
     return header + payload
+
+
+#: Ethernet (14) + IPv4 (20) bytes in front of a segment built by :func:`build_tcp_frame`.
+LINK_HEADER_LEN = 34
+_MIN_FRAME = 60
+
+
+def build_tcp_frame(link_header, ident, src_port, dst_port, seq, ack, flags, window, options,
+                    payload):
+    """A whole Ethernet frame carrying one TCP segment, built in one buffer.
+
+    The per-segment fast path (Linux keeps a cached link header per route for the same
+    reason): ``link_header`` is 34 bytes, the Ethernet header then an IPv4 header with no
+    options whose total length, identification and checksum are left zero
+    (:func:`lwstack.wire.ipv4.ipv4_template`).  This fills them, writes the TCP header, options
+    and payload after it, and computes both checksums.  Returns a ``bytearray`` padded to the
+    60-byte Ethernet minimum.
+    """
+    options_len = len(options)
+    header_len = HEADER_LEN + options_len
+    tcp_len = header_len + len(payload)
+    total_len = 20 + tcp_len
+    frame = bytearray(LINK_HEADER_LEN + tcp_len)
+    frame[0:LINK_HEADER_LEN] = link_header
+    frame[16] = total_len >> 8
+    frame[17] = total_len & 0xFF
+    frame[18] = (ident >> 8) & 0xFF
+    frame[19] = ident & 0xFF
+    view = memoryview(frame)
+    checksum = ~ones_sum(view[14:LINK_HEADER_LEN]) & 0xFFFF
+    frame[24] = checksum >> 8
+    frame[25] = checksum & 0xFF
+    _HEADER.pack_into(frame, LINK_HEADER_LEN, src_port, dst_port, seq & _MASK32, ack & _MASK32,
+                      header_len << 2, flags, window, 0, 0)
+    start = LINK_HEADER_LEN + HEADER_LEN
+    if options_len:
+        frame[start:start + options_len] = options
+    frame[start + options_len:] = payload
+    total = pseudo_header_sum(view[26:30], view[30:34], 6, tcp_len)
+    checksum = ~ones_sum(view[LINK_HEADER_LEN:], total) & 0xFFFF
+    frame[50] = checksum >> 8
+    frame[51] = checksum & 0xFF
+    view.release()
+    if len(frame) < _MIN_FRAME:
+        frame.extend(bytes(_MIN_FRAME - len(frame)))
+    return frame
 
 
 def seq_lt(a, b):
