@@ -704,6 +704,7 @@ class TcpConnection:
             state = self.state
             if self._fin_queued:          # shutdown() while the handshake was in progress
                 self.state = state = FIN_WAIT_1
+                self._mark_pending()      # the FIN goes out with this batch
         if not self._process_ack(seg, ack, seq, length, now):
             return
         state = self.state
