@@ -6,7 +6,8 @@ small helpers it starts in other processes and namespaces::
 
     python bench/tcp.py probe                       does this interpreter's lwstack do TCP?
     python bench/tcp.py accept-server --net L --conf C --port P [--hold] [--warmup N]
-    python bench/tcp.py conn-rate ADDR PORT (--seconds S | --count N)      (kernel sockets)
+    python bench/tcp.py conn-rate ADDR PORT (--seconds S | --count N) [--parallel K]
+                                                                  (kernel sockets)
     python bench/tcp.py conn-hold ADDR PORT --count N                        (kernel sockets)
 
 Method
@@ -19,7 +20,8 @@ round so that every path sees the same machine noise.  Paths, each through Debia
 - lwstack -> lwstack: two ``lwperf`` processes (client sends, ``-s --once`` server receives);
 - kernel -> lwstack and lwstack -> kernel: the Linux kernel in a network namespace created for
   the run, its tap plugged into the switch by ``vde_plug2tap``, ``lwperf --net kernel`` run
-  there with ``ip netns exec``;
+  there with ``ip netns exec`` (from this checkout, with the interpreter running the bench,
+  whichever build is measured);
 - LWIPv6 -> LWIPv6: ``bench/lwip_peer`` (Debian's liblwipv6) as TCP sink and source; LWIPv6
   has been seen to wedge or crash when it has to retransmit, so each side has a watchdog and
   a failure is reported as such (crash signal, timeout) instead of stopping the run;
@@ -32,9 +34,10 @@ round so that every path sees the same machine noise.  Paths, each through Debia
 Connections, lwstack server on lwswitch, kernel client in a namespace through the tap:
 
 - connections per second: ``conn-rate`` (kernel sockets) connects and closes as fast as it
-  can for a few seconds against ``accept-server`` (lwstack), which accepts and closes each;
-  the rate is the client's completed connects a second, the server's accepted count is kept
-  as a cross-check;
+  can for a few seconds against ``accept-server`` (lwstack), which accepts and closes each:
+  one connection at a time (the handshake's round trip bounds it) and CONN_PARALLEL at a time
+  (threads: the server's capacity); the rate is the client's completed connects a second,
+  and the server's accepts a second (first to last accept) are kept as a cross-check;
 - memory per idle connection: ``accept-server --hold`` (after a warm-up of connections it
   closes) keeps every accepted socket; its RSS (``/proc/PID/status`` VmRSS) is read before and
   after ``conn-hold`` opens 10,000 connections (the namespace's ephemeral port range widened),
@@ -59,6 +62,10 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+#: The kernel ends run lwperf from this checkout with this interpreter, whatever build is
+#: measured: ``--net kernel`` uses the stdlib's sockets only, and older builds have no lwperf.
+KERNEL_ENV = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tools'}", PYTHONDONTWRITEBYTECODE="1")
 
 SUBNET = "10.91.0"
 #: (address, MAC) of each role; the kernel namespaces are A (.11) and B (.12).
@@ -69,11 +76,14 @@ LW_JUMBO_SERVER = (f"{SUBNET}.31", "02:6c:77:5b:00:31")
 LW_JUMBO_CLIENT = (f"{SUBNET}.32", "02:6c:77:5b:00:32")
 KERNEL_A = f"{SUBNET}.11"
 KERNEL_B = f"{SUBNET}.12"
+KERNEL_CONN = f"{SUBNET}.13"
 LWIP_SINK = f"{SUBNET}.21"
 LWIP_SOURCE = f"{SUBNET}.22"
 TAP = "lwbtap0"
 JUMBO_MTU = 9000
 TARGET_MBPS = 75.0
+#: Connections in flight in the second connection-rate measurement.
+CONN_PARALLEL = 8
 NA_LWSTACK = "n/a (lwstack TCP not available)"
 
 SWITCHES = ("vde_switch", "lwswitch")
@@ -104,6 +114,7 @@ class Namespaces:
     def __init__(self, procs):
         self.procs = procs
         self.names = []
+        self.plugs = {}
         self._count = 0
 
     def create(self, switch_dir, address, mtu=1500, port_range=None):
@@ -116,6 +127,7 @@ class Namespaces:
         ns = ["ip", "netns", "exec", name]
         # ip netns exec exec()s the command: the pid procs holds is vde_plug2tap's own.
         plug = self.procs.start(f"plug2tap-{name}", [*ns, "vde_plug2tap", "-s", switch_dir, TAP])
+        self.plugs[name] = plug
         deadline = time.monotonic() + 10
         while subprocess.run([*ns, "ip", "link", "show", TAP],
                              capture_output=True).returncode != 0:
@@ -133,11 +145,19 @@ class Namespaces:
                            check=True, capture_output=True)
         return name
 
+    def delete(self, name):
+        """Stop the namespace's vde_plug2tap and delete it (its sockets go with it)."""
+        plug = self.plugs.pop(name, None)
+        if plug is not None:
+            self.procs.stop(plug)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        if name in self.names:
+            self.names.remove(name)
+
     def delete_all(self):
         """Delete every namespace this object created (after its processes are gone)."""
-        for name in self.names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        self.names = []
+        for name in list(self.names):
+            self.delete(name)
 
 
 def kernel_unavailable():
@@ -213,11 +233,15 @@ class Runner:
         self._port = 5301 + (self._port - 5300) % 500
         return self._port
 
+    def _env(self, kind):
+        return KERNEL_ENV if kind == "kernel" else self.env
+
     def _lwperf(self, kind, switch_dir, where, mtu):
         """argv prefix of an lwperf: ``where`` is (address, MAC) for lwstack, a namespace for
         the kernel."""
         if kind == "kernel":
-            return ["ip", "netns", "exec", where, self.python, "-m", "lwperf", "--net", "kernel"]
+            return ["ip", "netns", "exec", where, sys.executable, "-m", "lwperf", "--net",
+                    "kernel"]
         address, mac = where
         conf = f"ip={address}/24,mac={mac}" + (f",mtu={mtu}" if mtu != 1500 else "")
         return [self.python, "-m", "lwperf", "--net", f"vde://{switch_dir}", "--conf", conf]
@@ -230,12 +254,13 @@ class Runner:
             server = self.procs.start(
                 "lwperf-server", self._lwperf(receiver[0], switch_dir, receiver[1], mtu)
                 + ["-s", "--once", "--json", "-p", port],
-                env=self.env, ready_text="lwperf: server listening", timeout=30)
+                env=self._env(receiver[0]), ready_text="lwperf: server listening", timeout=30)
             try:
                 client = subprocess.run(
                     self._lwperf(sender[0], switch_dir, sender[1], mtu)
                     + ["-c", receiver[2], "-p", port, "-n", str(self.nbytes), "--json"],
-                    capture_output=True, text=True, env=self.env, stdin=subprocess.DEVNULL,
+                    capture_output=True, text=True, env=self._env(sender[0]),
+                    stdin=subprocess.DEVNULL,
                     timeout=self.timeout, preexec_fn=_die_with_parent)
             except subprocess.TimeoutExpired:
                 return {"error": "timeout"}
@@ -326,22 +351,33 @@ def _wait_text(proc, pattern, timeout):
         time.sleep(0.05)
 
 
-def connections(procs, python, env, switch_dir, ns, rounds, seconds, hold_count):
+def connections(procs, namespaces, python, env, switch_dir, rounds, seconds, hold_count,
+                log=print):
     """Connection rate and memory per idle connection of an lwstack server, kernel client in
-    namespace ``ns``; return a dict of results (with "error" keys where something failed)."""
-    results = {"rates": [], "server_rates": [], "errors": []}
+    a namespace of its own for each run; return a dict of results (with "error" keys where
+    something failed).
+
+    A fresh namespace per run, because the client closes first and so keeps each connection
+    in TIME-WAIT for 60 s: tens of thousands of them make the kernel's search for a free
+    ephemeral port slow (10,000 connects took 46 s instead of 4 s after the rate runs), which
+    would measure the client, not the server.  Deleting the namespace drops them."""
+    results = {"rates": {}, "server_rates": {}, "errors": []}
     address, mac = LW_ACCEPT
     helper = str(BENCH / "tcp.py")
     server_argv = [python, helper, "accept-server", "--net", f"vde://{switch_dir}",
                    "--conf", f"ip={address}/24,mac={mac}", "--port", "5299"]
-    ns_exec = ["ip", "netns", "exec", ns, sys.executable, helper]
+
+    def client_namespace():
+        name = namespaces.create(switch_dir, KERNEL_CONN, port_range=(10000, 65000))
+        return name, ["ip", "netns", "exec", name, sys.executable, helper]
     # 1. rate: accept and close
-    for _ in range(rounds):
-        server = None
+    for _, parallel in [(r, k) for r in range(rounds) for k in (1, CONN_PARALLEL)]:
+        server = ns = None
         try:
+            ns, ns_exec = client_namespace()
             server = procs.start("accept-server", server_argv, env=env, ready_text="listening")
             out = subprocess.run(ns_exec + ["conn-rate", address, "5299", "--seconds",
-                                            str(seconds)],
+                                            str(seconds), "--parallel", str(parallel)],
                                  capture_output=True, text=True, timeout=seconds + 60,
                                  stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             match = re.search(r"connections (\d+) failures (\d+) seconds ([\d.]+)", out.stdout)
@@ -350,22 +386,28 @@ def connections(procs, python, env, switch_dir, ns, rounds, seconds, hold_count)
                 continue
             done, failed, spent = int(match.group(1)), int(match.group(2)), \
                 float(match.group(3))
-            results["rates"].append(done / spent)
+            results["rates"].setdefault(parallel, []).append(done / spent)
+            log(f"bench: tcp   connections, {parallel} in flight: {done / spent:.0f}/s",
+                flush=True)
             if failed:
                 results["errors"].append(f"{failed} connects failed")
             server.stdin.close()                   # the server prints its count and exits
             line = _wait_text(server, r"^accepted (\d+) span ([\d.]+)$", 10)
             if line and int(line[0]) > 1 and float(line[1]) > 0:
-                results["server_rates"].append((int(line[0]) - 1) / float(line[1]))
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                results["server_rates"].setdefault(parallel, []).append(
+                    (int(line[0]) - 1) / float(line[1]))
+        except (RuntimeError, subprocess.SubprocessError) as exc:
             results["errors"].append(_last_line(str(exc)))
         finally:
             if server is not None:
                 procs.stop(server)
+            if ns is not None:
+                namespaces.delete(ns)
     # 2. memory: hold hold_count connections open
-    server = holder = None
+    server = holder = ns = None
     warmup = 200
     try:
+        ns, ns_exec = client_namespace()
         server = procs.start("accept-server-hold", server_argv + ["--hold", "--warmup",
                                                                   str(warmup)],
                              env=env, ready_text="listening")
@@ -379,7 +421,10 @@ def connections(procs, python, env, switch_dir, ns, rounds, seconds, hold_count)
         holder = procs.start("conn-hold", ns_exec + ["conn-hold", address, "5299", "--count",
                                                      str(hold_count)],
                              ready_text="holding", timeout=max(120, hold_count / 50))
-        held_client = int(re.search(r"holding (\d+)", holder.log_path.read_text()).group(1))
+        match = re.search(r"holding (\d+) failures \d+ seconds ([\d.]+)",
+                          holder.log_path.read_text())
+        held_client, open_seconds = int(match.group(1)), float(match.group(2))
+        log(f"bench: tcp   {held_client} connections opened in {open_seconds:.1f} s", flush=True)
         # wait until the server has accepted what the client holds (or stops progressing)
         held, last_change, last = 0, time.monotonic(), -1
         while time.monotonic() - last_change < 10:
@@ -393,13 +438,17 @@ def connections(procs, python, env, switch_dir, ns, rounds, seconds, hold_count)
         time.sleep(1.0)
         after = _rss_kib(server.pid)
         results["memory"] = {"before_kib": before, "after_kib": after, "held": held,
-                             "client_held": held_client, "requested": hold_count}
-    except (RuntimeError, subprocess.TimeoutExpired, AttributeError) as exc:
+                             "client_held": held_client, "requested": hold_count,
+                             "open_seconds": open_seconds}
+        log(f"bench: tcp   {held} idle connections: RSS {before} -> {after} KiB", flush=True)
+    except (RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
         results["errors"].append(f"memory: {_last_line(str(exc))}")
     finally:
         for proc in (holder, server):
             if proc is not None:
                 procs.stop(proc)
+        if ns is not None:
+            namespaces.delete(ns)
     return results
 
 
@@ -444,10 +493,13 @@ def measure(procs, switches, python, env, lwip_peer, *, reps, nbytes, conn_round
     try:
         kernel = {}
         if not kernel_missing:
-            for name, proc in switches.items():
-                kernel[name] = (
-                    namespaces.create(proc.bench_dir, KERNEL_A, port_range=(10000, 65000)),
-                    namespaces.create(proc.bench_dir, KERNEL_B))
+            try:
+                for name, proc in switches.items():
+                    kernel[name] = (namespaces.create(proc.bench_dir, KERNEL_A),
+                                    namespaces.create(proc.bench_dir, KERNEL_B))
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                kernel_missing = f"namespace setup failed: {_last_line(str(exc))}"
+                log(f"bench: tcp: kernel rows skipped: {kernel_missing}")
 
         for rep in range(reps):
             log(f"bench: tcp round {rep + 1}/{reps} ...", flush=True)
@@ -481,9 +533,9 @@ def measure(procs, switches, python, env, lwip_peer, *, reps, nbytes, conn_round
                 state["conn"] = {"skipped": f"n/a ({kernel_missing})"}
             else:
                 log("bench: tcp connections ...", flush=True)
-                state["conn"] = connections(procs, python, env, switches["lwswitch"].bench_dir,
-                                            kernel["lwswitch"][0], conn_rounds, conn_seconds,
-                                            hold_count)
+                state["conn"] = connections(procs, namespaces, python, env,
+                                            switches["lwswitch"].bench_dir, conn_rounds,
+                                            conn_seconds, hold_count, log)
     finally:
         for proc in list(procs.running):
             if proc.bench_name.startswith(("plug2tap-", "lwperf-", "lwip-", "accept-", "conn-")):
@@ -538,6 +590,8 @@ def report(state):
                 cells.append("not run")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
+    if state.get("lwstack_missing"):
+        lines += [f"lwstack's TCP probe (`bench/tcp.py probe`): {state['lwstack_missing']}", ""]
     conn = state.get("conn")
     if conn:
         lines += [
@@ -548,17 +602,21 @@ def report(state):
         if "skipped" in conn:
             lines += [f"- {conn['skipped']}", ""]
         else:
-            rates = conn["rates"]
-            if rates:
-                text = (f"{statistics.median(rates):.0f}/s (min–max {min(rates):.0f}–"
-                        f"{max(rates):.0f}, {len(rates)} runs of {state['conn_seconds']:g} s)")
-                if conn["server_rates"]:
-                    text += (f"; accepted by the server, first to last: "
-                             f"{statistics.median(conn['server_rates']):.0f}/s")
-            else:
-                text = "failed"
-            lines.append(f"- connections per second (the client connects and closes, one at "
-                         f"a time; the server accepts and closes): {text}")
+            for parallel in (1, CONN_PARALLEL):
+                rates = conn["rates"].get(parallel)
+                if rates:
+                    text = (f"{statistics.median(rates):.0f}/s (min–max {min(rates):.0f}–"
+                            f"{max(rates):.0f}, {len(rates)} runs of "
+                            f"{state['conn_seconds']:g} s)")
+                    server_rates = conn["server_rates"].get(parallel)
+                    if server_rates:
+                        text += (f"; accepted by the server, first to last: "
+                                 f"{statistics.median(server_rates):.0f}/s")
+                else:
+                    text = "failed"
+                how = "one at a time" if parallel == 1 else f"{parallel} at a time (threads)"
+                lines.append(f"- connections per second, the client connecting and closing "
+                             f"{how}, the server accepting and closing: {text}")
             memory = conn.get("memory")
             if memory and memory["held"]:
                 per = (memory["after_kib"] - memory["before_kib"]) / memory["held"]
@@ -566,8 +624,9 @@ def report(state):
                     f"- memory per idle connection: {per:.1f} KiB (server RSS "
                     f"{memory['before_kib'] / 1024:.1f} MiB before, "
                     f"{memory['after_kib'] / 1024:.1f} MiB with {memory['held']} accepted "
-                    f"connections open; client held {memory['client_held']} of "
-                    f"{memory['requested']} requested)")
+                    f"connections open; the client opened {memory['client_held']} of "
+                    f"{memory['requested']} requested, one at a time, in "
+                    f"{memory['open_seconds']:.1f} s)")
             else:
                 lines.append("- memory per idle connection: failed")
             if conn["errors"]:
@@ -718,27 +777,52 @@ def _cmd_accept_server(args):
 
 
 def _cmd_conn_rate(args):
-    """Kernel sockets: connect and close, one at a time, for --seconds or --count times."""
+    """Kernel sockets: connect and close for --seconds (or --count times), with --parallel
+    threads each doing one connection at a time."""
     import socket
+    import threading
     target = (args.address, args.port)
-    done = failed = 0
+    counts = {"done": 0, "failed": 0}
+    lock = threading.Lock()
     start = time.monotonic()
     deadline = start + args.seconds if args.seconds else None
-    while (done + failed < args.count) if args.count else (time.monotonic() < deadline):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(5)
-        try:
-            sock.connect(target)
-            done += 1
-        except OSError:
-            failed += 1
-            if failed > 50 and not done:
-                break
-        finally:
-            sock.close()
-    print(f"connections {done} failures {failed} seconds {time.monotonic() - start:.6f}",
-          flush=True)
-    return 0 if done else 1
+
+    def more():
+        if args.count:
+            return counts["done"] + counts["failed"] < args.count
+        return time.monotonic() < deadline and not (counts["failed"] > 50 and not counts["done"])
+
+    def worker():
+        while True:
+            with lock:
+                if not more():
+                    return
+                if args.count:              # claim one of the --count connections
+                    counts["done"] += 1
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            try:
+                sock.connect(target)
+                ok = True
+            except OSError:
+                ok = False
+            finally:
+                sock.close()
+            with lock:
+                if args.count and not ok:
+                    counts["done"] -= 1
+                    counts["failed"] += 1
+                elif not args.count:
+                    counts["done" if ok else "failed"] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, args.parallel))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(f"connections {counts['done']} failures {counts['failed']} seconds "
+          f"{time.monotonic() - start:.6f}", flush=True)
+    return 0 if counts["done"] else 1
 
 
 def _cmd_conn_hold(args):
@@ -753,6 +837,8 @@ def _cmd_conn_hold(args):
         try:
             sock.connect((args.address, args.port))
             held.append(sock)
+            if len(held) % 1000 == 0:
+                print(f"opened {len(held)} at {time.monotonic() - start:.3f} s", flush=True)
         except OSError as exc:
             failed += 1
             sock.close()
@@ -784,6 +870,7 @@ def main(argv=None):
         sub.add_argument("port", type=int)
     rate.add_argument("--seconds", type=float)
     rate.add_argument("--count", type=int)
+    rate.add_argument("--parallel", type=int, default=1, help="connections in flight")
     hold.add_argument("--count", type=int, required=True)
     args = parser.parse_args(argv)
     if args.command == "conn-rate" and not (args.seconds or args.count):
