@@ -350,3 +350,32 @@ def test_without_window_scale_reads_send_no_useless_window_updates(peer):
     assert [(a.ack - flow.peer_nxt) & 0xFFFFFFFF for a in acks] == [400]
     assert_segment(acks[0], "A", seq=flow.stack_nxt, window=65535)
     assert acks[0].time == pytest.approx(0.04)    # the delayed-ACK timer, not a read
+
+
+# -- closing before the handshake completes (figure 5: SYN-SENT -> CLOSED, SYN-RCVD -> FIN-WAIT-1) --
+
+def test_close_in_syn_sent_deletes_the_connection_quietly(peer):
+    """RFC 9293 3.10.4: CLOSE in SYN-SENT deletes the TCB; nothing is sent (no RST)."""
+    sock, syn = peer.connect(port=80)
+    sock.close()
+    assert state_of(peer, _flow_of(peer, syn)) == "CLOSED"
+    peer.expect_nothing(within=10.0)              # no SYN retransmissions either
+    peer.send("SA", 5000, syn.seq + 1)            # a late SYN-ACK finds nobody
+    peer.expect("R", seq=syn.seq + 1, ack=0)
+
+
+def test_close_in_syn_received_sends_fin_after_the_handshake(peer):
+    """CLOSE in SYN-RECEIVED (here from a simultaneous open): the FIN is queued until the
+    handshake completes (RFC 9293 3.10.4 allows queueing it), then FIN-WAIT-1."""
+    sock, syn = peer.connect(port=80)
+    peer.send("S", 5000, 0)
+    peer.expect("SA", seq=syn.seq, ack=5001)
+    sock.shutdown(2)                              # SHUT_RDWR
+    peer.expect_nothing()
+    assert state_of(peer, _flow_of(peer, syn)) == "SYN-RECEIVED"
+    peer.send("A", 5001, syn.seq + 1)
+    peer.expect("FPA", seq=syn.seq + 1, ack=5001)
+    assert state_of(peer, _flow_of(peer, syn)) == "FIN-WAIT-1"
+    peer.send("FA", 5001, syn.seq + 2)
+    peer.expect("A", seq=syn.seq + 2, ack=5002)
+    assert state_of(peer, _flow_of(peer, syn)) == "TIME-WAIT"
