@@ -751,7 +751,7 @@ class TcpConnection:
         self._last_heard = now
         if flags & ACK:
             self.snd_una = ack
-            self.snd_wnd = seg.window << self.snd_wscale
+            self.snd_wnd = seg.window     # never scaled in a SYN-ACK (RFC 7323 section 2.2)
             self.snd_wl1 = self.rcv_nxt - 1
             self.snd_wl2 = ack
             self.max_snd_wnd = self.snd_wnd
