@@ -84,6 +84,17 @@ class NeighbourCache:
             return entry.mac, (ip, entry.mac)
         return entry.mac, None  # PROBE uses the old MAC; INCOMPLETE has none
 
+    def reachable(self, ip, now):
+        """``(mac, valid_until)`` if ``ip`` is REACHABLE now, else None.
+
+        For callers that cache the link header (the TCP fast path): until ``valid_until`` the
+        MAC may be used without asking again; after it, :meth:`lookup` revalidates.
+        """
+        entry = self.entries.get(ip)
+        if entry is None or entry.state != REACHABLE or now >= entry.deadline:
+            return None
+        return entry.mac, entry.deadline
+
     def enqueue(self, ip, packet, now):
         """Queue ``packet`` until ``ip`` resolves.
 

@@ -33,7 +33,7 @@ from lwstack.wire import icmpv4
 from lwstack.wire.ethernet import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN,
                                    build_ethernet, parse_ethernet)
 from lwstack.wire.ipv4 import (DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4,
-                               parse_ipv4)
+                               ipv4_template, parse_ipv4)
 from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp, parse_udp
 
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
@@ -79,6 +79,7 @@ class Host:
         self.stats = collections.Counter()
         self._ident = self.rng.randrange(0x10000)
         self.tcp = TcpTable(self._send_tcp, self.route, self.is_local, self.rng, mtu=self.mtu,
+                            link_header=self.link_header, emit_frame=self._emit_frame,
                             **(tcp_options or {}))
         for interface in config.addresses:
             self.add_address(interface, now)
@@ -354,6 +355,30 @@ class Host:
             self._send_arp_request(*request)
         if dropped is not None:
             self._drop("arp_queue_full")
+
+    def link_header(self, src, dst, protocol, now):
+        """``(header, valid_until)``: the Ethernet and IPv4 headers (34 bytes, IPv4 length, ident
+        and checksum left zero) of a unicast packet to ``dst`` whose next hop is REACHABLE, so a
+        transport can build whole frames until ``valid_until``; None when the packet must take
+        :meth:`_send_ipv4` (loopback, broadcast, a neighbour to resolve or revalidate).
+        """
+        if self.is_local(dst) or self._is_broadcast(dst):
+            return None
+        try:
+            _, next_hop = self.route(dst)
+        except OSError:
+            return None
+        neighbour = self.arp.reachable(next_hop, now)
+        if neighbour is None:
+            return None
+        mac, valid_until = neighbour
+        header = mac + self.mac + b"\x08\x00" + ipv4_template(src, dst, protocol,
+                                                              self.default_ttl)
+        return header, valid_until
+
+    def _emit_frame(self, frame):
+        self.outbox.append(frame)
+        self.stats["tx_frames"] += 1
 
     def _send_tcp(self, src, dst, segment, now):
         self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)

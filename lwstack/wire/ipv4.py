@@ -86,6 +86,12 @@ def build_ipv4(src, dst, protocol, payload, ttl=DEFAULT_TTL, ident=0, flags_frag
     return bytes(header) + payload
 
 
+def ipv4_template(src, dst, protocol, ttl=DEFAULT_TTL, flags_fragment=FLAG_DF, tos=0):
+    """A 20-byte header with total length, identification and checksum left zero, for
+    builders that fill them per packet (:func:`lwstack.wire.tcp.build_tcp_frame`)."""
+    return _HEADER.pack(0x45, tos, 0, 0, flags_fragment, ttl, protocol, 0, src, dst)
+
+
 def addr_to_str(addr):
     """4 bytes -> dotted quad."""
     return f"{addr[0]}.{addr[1]}.{addr[2]}.{addr[3]}"

@@ -28,7 +28,8 @@ from lwstack.proto.tcp import hashes
 from lwstack.proto.tcp.connection import CLOSED, HANDSHAKE, TIME_WAIT, TcpConnection
 from lwstack.proto.tcp.listener import TcpListener
 from lwstack.wire import WireError
-from lwstack.wire.tcp import ACK, FIN, RST, SYN, build_tcp, parse_tcp
+from lwstack.wire.ipv4 import PROTO_TCP
+from lwstack.wire.tcp import ACK, FIN, RST, SYN, build_tcp, build_tcp_frame, parse_tcp
 
 ANY = b"\0\0\0\0"
 EPHEMERAL_LOW = 32768
@@ -48,8 +49,12 @@ class TcpTable:
 
     def __init__(self, send_ip, route, is_local, rng, mtu=1500, time_wait=TIME_WAIT_SECONDS,
                  max_connections=MAX_CONNECTIONS, syncookies=True, sack=True,
-                 timestamps=True):
+                 timestamps=True, link_header=None, emit_frame=None):
         self._send_ip = send_ip        # (src, dst, segment, now) -> None; may raise OSError
+        # The fast path (optional): (src, dst, protocol, now) -> (34-byte header, valid_until)
+        # or None, and a function that queues a finished frame.
+        self._link_header = link_header
+        self._emit_frame = emit_frame
         self._route = route            # dst -> (source address, next hop); may raise OSError
         self._is_local = is_local
         self.rng = rng
@@ -219,9 +224,20 @@ class TcpTable:
     # -- connections' view --------------------------------------------------------------------
 
     def output(self, conn, flags, seq, ack, window, options, payload, now):
-        """Send one segment of ``conn``."""
-        self.send_raw(conn.local_addr, conn.remote_addr, conn.local_port, conn.remote_port,
-                      seq, ack, flags, window, options, now, payload)
+        """Send one segment of ``conn``: a whole frame from the connection's cached link
+        header while its neighbour is reachable, else through the host's IPv4 output."""
+        if now >= conn._link_valid_until:
+            link = self._link_header(conn.local_addr, conn.remote_addr, PROTO_TCP, now) \
+                if self._link_header is not None else None
+            if link is None:
+                self.send_raw(conn.local_addr, conn.remote_addr, conn.local_port,
+                              conn.remote_port, seq, ack, flags, window, options, now, payload)
+                return
+            conn._link, conn._link_valid_until = link
+        conn._ip_ident = ident = (conn._ip_ident + 1) & 0xFFFF
+        self.stats["segments_sent"] += 1
+        self._emit_frame(build_tcp_frame(conn._link, ident, conn.local_port, conn.remote_port,
+                                         seq, ack, flags, window, options, payload))
 
     def send_raw(self, src, dst, sport, dport, seq, ack, flags, window, options, now,
                  payload=b""):
