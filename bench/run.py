@@ -468,10 +468,8 @@ def report(info, args, fwd, rtt, build_errors, elapsed, reps, seconds, rounds, c
                     cells.append(text)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
-    if tcp_state is not None:
-        lines += tcp.report(tcp_state)
     # targets
-    if fwd or rtt:
+    if fwd or rtt or build_errors:
         lines += ["### Targets (ratios within this run)", ""]
     for size in sizes:
         lw, vde = fwd_median("lwswitch", size, WINDOW), fwd_median("vde_switch", size, WINDOW)
@@ -508,6 +506,8 @@ def report(info, args, fwd, rtt, build_errors, elapsed, reps, seconds, rounds, c
     for name, error in build_errors.items():
         lines.append(f"- {name} could not be built: `{error}`")
     lines.append("")
+    if tcp_state is not None:
+        lines += tcp.report(tcp_state)
     return "\n".join(lines)
 
 
