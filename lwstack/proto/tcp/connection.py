@@ -856,7 +856,7 @@ class TcpConnection:
                 # Partial ACK (RFC 6582 step 4 / RFC 6675 section 5): the next hole is lost.
                 self._dupacks = 0
                 if not self.sack_ok:
-                    self._lost_to = max(self._lost_to, ack + self.mss)
+                    self._lost_to = max(self._lost_to, min(ack + self.mss, self.snd_nxt))
                     self._high_rxt = ack
                     self._force_rtx = True
             else:
@@ -894,7 +894,8 @@ class TcpConnection:
         self.recovery = "fast"
         self._recover = self.snd_nxt
         self._high_rxt = self.snd_una
-        self._lost_to = self.snd_una + self.mss   # the first segment at least (RFC 6675 5 (4))
+        # The first segment at least (RFC 6675 5 (4)), but never past what was sent.
+        self._lost_to = min(self.snd_una + self.mss, self.snd_nxt)
         self._force_rtx = True
         self._rtt_seq = None
         self._refresh_lost()
