@@ -274,3 +274,23 @@ def test_partially_filling_a_hole_acks_at_once(peer, flow):
     peer.send("A", flow.peer_nxt + 500, flow.stack_nxt, payload=b"b" * 500)
     peer.expect("A", seq=flow.stack_nxt, ack=flow.peer_nxt + 1500, payload_len=0)
     assert flow.sock.recv(2000) == b"a" * 500 + b"b" * 500 + b"c" * 500
+
+
+def test_fast_retransmit_resends_only_what_was_sent(peer, flow):
+    """Less than a segment in flight (100 bytes) and more queued behind Nagle: the fast
+    retransmission is those 100 bytes, not a full segment reaching past SND.NXT (whose ACK
+    the stack would then refuse as acknowledging data never sent)."""
+    flow.sock.send(b"a" * 100)
+    peer.expect("PA", seq=seg_seq(flow, 0), payload=b"a" * 100)
+    flow.sock.send(b"b" * 500)
+    peer.expect_nothing()                         # Nagle: "a" is unacknowledged
+    dupack(peer, flow, 3)
+    peer.expect(seq=seg_seq(flow, 0), payload=b"a" * 100)
+    peer.expect_nothing()
+    peer.send("A", flow.peer_nxt, flow.stack_nxt + 100)
+    peer.expect("PA", seq=flow.stack_nxt + 100, payload=b"b" * 500)
+    peer.send("A", flow.peer_nxt, flow.stack_nxt + 600)
+    peer.expect_nothing(within=5.0)
+    conn = conn_of(peer, flow)
+    assert conn.snd_una == conn.snd_nxt and not conn.send_queue_bytes
+    assert peer.table.stats["ack_too_new"] == 0
