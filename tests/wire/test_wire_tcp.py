@@ -19,6 +19,8 @@ from lwstack.wire.tcp import (ACK, CWR, ECE, FIN, HEADER_LEN, MAX_OPTIONS_LEN, P
                               seq_gt, seq_le, seq_lt)
 
 # -- Provenance ------------------------------------------------------------------------------
+# tcp_vectors_capture.py beside this file repeats both captures (as root); its frames have the
+# same shapes with other sequence numbers and timestamps.
 # 1. Kernel to kernel.  Two Linux 6.18 network namespaces joined by a veth pair (MACs
 #    02:00:00:00:00:01 and :02, addresses 198.18.78.1 and .2), TX checksum offload turned off
 #    on both ends (SIOCETHTOOL ETHTOOL_STXCSUM 0) so that the kernel itself computed every
