@@ -794,9 +794,11 @@ class TcpConnection:
         if ack > snd_una:
             self._new_ack(seg, ack, now)
         elif ack == snd_una and self.snd_nxt > snd_una and state in _TRANSMITTING and (
-                newly_sacked or (not length and not seg.flags & FIN and window == self.snd_wnd)):
+                newly_sacked or (not length and not seg.flags & FIN and window == self.snd_wnd
+                                 and window)):
             # RFC 6675 section 2: an ACK with new SACK information is a duplicate even if it
-            # carries data or changes the window.
+            # carries data or changes the window.  A zero window's ACKs answer our window
+            # probes: no sign of loss (and nothing may be retransmitted into it anyway).
             self._duplicate_ack(now)
         # Window update (section 3.10.7.4): newer segment, or same segment with a newer ACK.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
