@@ -29,7 +29,8 @@ what it reads and judges as little as it can:
   16-bit field, unscaled.  ``flags`` is the 8-bit flags byte (CWR ... FIN); the 4 reserved
   bits before it are ignored on receipt (RFC 9293 3.1, "Rsrvd").
 - **No copies.**  ``payload`` is a ``memoryview`` slice of the segment that was parsed, so it
-  is valid only while that buffer is not reused; a caller that keeps the bytes beyond the
+  is valid only while that buffer is not reused (and, over a ``bytearray``, it keeps the
+  bytearray from being resized until released); a caller that keeps the bytes beyond the
   current frame copies them (the receive buffer does, once).
 
 Emitting lays options out as Linux does (``tcp_options_write``), so captures of lwstack look
