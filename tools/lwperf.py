@@ -64,7 +64,8 @@ MAX_STREAMS = 128
 MAX_BLOCK = PATTERN_SIZE
 VERSION = 1
 
-HEADER = struct.Struct("!4sBBHHIQQd")   # magic, version, flags, index, streams, block, id, bytes, seconds
+# magic, version, flags, stream index, streams, block, test id, bytes, seconds
+HEADER = struct.Struct("!4sBBHHIQQd")
 HEADER_MAGIC = b"LWPF"
 FLAG_REVERSE = 0x01                      # the server sends
 FLAG_TIMED = 0x02                        # the sender stops after `seconds`, not after `bytes`
@@ -567,7 +568,8 @@ def _parser():
     parser.add_argument("--io-timeout", type=float, default=30.0, metavar="S",
                         help="seconds without progress before a stream fails (default 30)")
     parser.add_argument("--json", action="store_true",
-                        help="print the result as one JSON object on the last line")
+                        help="print the result as one JSON object on the last line (none when "
+                             "a stream breaks before the digests are compared)")
     return parser
 
 

@@ -243,7 +243,7 @@ def read_to_eof(conn):
     return bytes(data)
 
 
-def test_client_fails_when_the_receiver_reports_another_digest(processes):
+def test_client_fails_when_the_receiver_reports_another_digest():
     def wrong_digest(conn, seen):
         lwperf.Params.unpack(lwperf.recv_exact(conn, lwperf.HEADER.size, "header"))
         conn.sendall(lwperf.ACK)
@@ -264,7 +264,7 @@ def test_client_fails_when_the_receiver_reports_another_digest(processes):
     assert summary(result.stdout.splitlines()) == (300 * 1024, "sender", "MISMATCH")
 
 
-def test_client_detects_corrupted_data_and_reports_what_it_got(processes):
+def test_client_detects_corrupted_data_and_reports_what_it_got():
     payload = bytes(range(256)) * 1000
 
     def corrupting_sender(conn, seen):
@@ -303,7 +303,8 @@ def test_server_detects_a_lying_client_and_exits_1(processes):
         conn.shutdown(socket.SHUT_WR)
         magic, count, digest, _, _ = lwperf.REPORT.unpack(
             lwperf.recv_exact(conn, lwperf.REPORT.size, "report"))
-    assert (magic, count, digest) == (lwperf.REPORT_MAGIC, 5000, hashlib.sha256(b"x" * 5000).digest())
+    assert (magic, count) == (lwperf.REPORT_MAGIC, 5000)
+    assert digest == hashlib.sha256(b"x" * 5000).digest()   # the server reports what it got
     status, lines, err = finish(server)
     assert status == 1
     assert "lwperf: stream 1/1: sha256 mismatch" in err
