@@ -173,6 +173,7 @@ class TcpConnection:
         self.rto_at = None
         self.persist_at = None
         self._persist_interval = 0.0
+        self._probes_unanswered = 0   # zero-window probes since the peer last ACKed
         self.delack_at = None
         self.keepalive_at = None
         self._keepalive_probes = 0
@@ -526,6 +527,14 @@ class TcpConnection:
         outstanding = self.snd_nxt - self.snd_una
         if outstanding <= 0 or state not in _TRANSMITTING:
             return
+        if self.snd_wnd == 0 and outstanding <= 1:
+            # Only a window probe is out: the persist timer owns it.  Counting it as a loss
+            # would time out a connection whose reader is merely slow (Linux probes for as
+            # long as the probes are answered).
+            if self.persist_at is None:
+                self._persist_interval = self._persist_interval or max(self.rtt.rto, 0.2)
+                self.persist_at = now + self._persist_interval
+            return
         if self._first_rtx_time is None:
             self._first_rtx_time = now
         if self._retries >= DATA_RETRIES or (
@@ -561,6 +570,10 @@ class TcpConnection:
                 if self.rto_at is None:
                     self._arm_rto(now)
             return
+        if self._probes_unanswered >= DATA_RETRIES:
+            self._fatal(errno.ETIMEDOUT, now)           # nobody answers our probes any more
+            return
+        self._probes_unanswered += 1
         self.table.stats["window_probes"] += 1
         if self.snd_nxt > self.snd_una:
             self._send_range(self.snd_una, 1, now)     # the previous probe, again
@@ -784,6 +797,7 @@ class TcpConnection:
             self._challenge_ack(now)
             return False
         state = self.state
+        self._probes_unanswered = 0   # the peer is alive (persist timer, section 3.8.6.1)
         newly_sacked = 0
         if self.sack_ok and seg.sack_blocks and state in _TRANSMITTING:
             base = snd_una
