@@ -157,7 +157,9 @@ class NeighbourCache:
                 requests.append((ip, entry.mac if entry.state == PROBE else None))
             elif entry.state == REACHABLE and now >= entry.deadline:
                 entry.state = STALE
-            if entry.state == STALE and now - entry.confirmed >= self.stale_time:
+            # The same expression as poll_at(): with floats, now - confirmed >= stale_time can be
+            # false at the very instant poll_at() named (a virtual-time livelock).
+            if entry.state == STALE and now >= entry.confirmed + self.stale_time:
                 del self.entries[ip]
         return requests, failed
 

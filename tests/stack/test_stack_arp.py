@@ -234,3 +234,13 @@ def test_own_frames_and_unknown_ethertypes_are_dropped(net, peer):
     peer.send(stack.host.mac + PEER_MAC + b"\x88\xb5" + bytes(46))
     net.run(0)
     assert drops(stack, "own_source_mac") == 1 and drops(stack, "unknown_ethertype") == 1
+
+
+def test_stale_expiry_at_a_float_instant_does_not_livelock(net):
+    # confirmed + stale_time is when poll_at() says the entry expires; poll() must agree at
+    # exactly that instant (102.2 + 60 - 102.2 < 60 in floating point).
+    stack = net.stack("ip=10.0.0.1/24")
+    net.run(102.2)
+    stack.host.arp.confirm(ip("10.0.0.5"), bytes.fromhex("020000000005"), net.now, create=True)
+    net.run(61)
+    assert ip("10.0.0.5") not in stack.host.arp.entries
