@@ -7,6 +7,8 @@ at most ``backlog`` connections; while it is full the final ACK is dropped (Linu
 so the peer retries.  When the SYN queue is full, SYNs are answered statelessly with SYN
 cookies (RFC 4987 section 3.6): the connection is built from the final ACK alone, without the
 SYN's window scale, SACK and timestamp options.  Both queues are bounded.
+While the accept queue is full and ``backlog`` more connections are half-open, new SYNs are
+dropped (Linux's LISTENOVERFLOWS), not answered with cookies.
 """
 import collections
 
@@ -59,12 +61,17 @@ class TcpListener:
 
     def syn_arrives(self, seg, src, dst, now):
         """A SYN for us: a new SYN-RECEIVED connection, or a SYN cookie when the queue is full."""
-        if len(self.syn_queue) >= self.syn_backlog or not self.can_accept() and \
-                len(self.syn_queue) >= self.backlog:
+        if len(self.syn_queue) >= self.syn_backlog:
             if not self.table.syncookies:
                 self.table.stats["syn_queue_overflow"] += 1
                 return
             self._send_cookie(seg, src, dst, now)
+            return
+        if not self.can_accept() and len(self.syn_queue) >= self.backlog:
+            # Accept queue full: drop the SYN, as Linux does (LISTENOVERFLOWS); the client
+            # retries.  A cookie here would fail the client: its final ACK is dropped for
+            # want of room, and its FIN (SEG.SEQ past the ISN) no longer validates the cookie.
+            self.table.stats["listen_overflow"] += 1
             return
         conn = self._child(src, seg.src_port)
         conn.local_addr = dst
