@@ -31,7 +31,7 @@ def flow(peer):
     return peer.handshake_passive(port=80, isn=ISN, mss=MSS, wscale=-1, sack_permitted=False)
 
 
-# -- Nagle ------------------------------------------------------------------------------------------
+# -- Nagle -----------------------------------------------------------------------------------------
 
 def test_first_small_write_goes_out_at_once(peer, flow):
     flow.sock.send(b"a")
@@ -98,7 +98,7 @@ def test_setting_nodelay_sends_what_nagle_held(peer, flow):
     peer.expect("PA", seq=flow.stack_nxt + 1, payload=b"bc")
 
 
-# -- delayed ACK ------------------------------------------------------------------------------------
+# -- delayed ACK -----------------------------------------------------------------------------------
 
 def test_lone_segment_is_acked_after_the_delayed_ack_timer(peer, flow):
     start = peer.now

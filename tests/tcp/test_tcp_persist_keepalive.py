@@ -48,7 +48,7 @@ def shut_window(peer, flow, sent):
     flow.stack_nxt += sent
 
 
-# -- sender: the persist timer ----------------------------------------------------------------------
+# -- sender: the persist timer ---------------------------------------------------------------------
 
 def test_zero_window_stops_new_data(peer, flow):
     flow.sock.send(b"x" * (20 * MSS))
@@ -151,7 +151,7 @@ def test_zero_window_in_the_handshake_then_probes():
     peer.expect("PA", seq=flow.stack_nxt + 1, payload=b"ello")
 
 
-# -- receiver: a full buffer -------------------------------------------------------------------------
+# -- receiver: a full buffer -----------------------------------------------------------------------
 
 @pytest.fixture
 def small(peer):
@@ -219,7 +219,7 @@ def test_sender_can_resume_after_the_update(peer, small):
     assert small.sock.recv(10000) == b"r" * 3000
 
 
-# -- keepalive ---------------------------------------------------------------------------------------
+# -- keepalive -------------------------------------------------------------------------------------
 
 def keepalive(sock, idle, intvl, cnt):
     sock.setsockopt(lwsocket.SOL_SOCKET, std.SO_KEEPALIVE, 1)

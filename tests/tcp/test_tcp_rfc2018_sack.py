@@ -38,7 +38,7 @@ def flow(peer):
     return flow
 
 
-# -- receiver: the blocks lwstack sends (RFC 2018 section 4) ----------------------------------------
+# -- receiver: the blocks lwstack sends (RFC 2018 section 4) ---------------------------------------
 
 def deliver(peer, flow, offset, size=100, **kw):
     """The peer sends ``size`` bytes at ``offset`` beyond RCV.NXT; returns the stack's ACK."""
@@ -120,7 +120,7 @@ def test_no_sack_blocks_when_not_negotiated(peer):
     peer.expect("A", seq=flow.stack_nxt, ack=flow.peer_nxt, payload_len=0, options={})
 
 
-# -- sender: RFC 6675 recovery driven by the peer's blocks --------------------------------------------
+# -- sender: RFC 6675 recovery driven by the peer's blocks -----------------------------------------
 
 def seg_seq(flow, n):
     """The wire sequence number of the stack's ``n``-th data segment."""

@@ -57,7 +57,7 @@ def ack_upto(peer, flow, n):
     peer.send("A", flow.peer_nxt, seg_seq(flow, n))
 
 
-# -- section 3.1: slow start --------------------------------------------------------------------------
+# -- section 3.1: slow start -----------------------------------------------------------------------
 
 def test_initial_window_is_ten_segments(peer, flow):
     """RFC 6928 / RFC 5681 3.1: the first flight is IW segments, then the sender waits."""
@@ -104,7 +104,7 @@ def test_byte_counting_caps_a_stretch_ack_at_two_segments(peer, flow):
     assert conn_of(peer, flow).cc.cwnd == (IW + 2) * MSS
 
 
-# -- section 3.2: fast retransmit / fast recovery -----------------------------------------------------
+# -- section 3.2: fast retransmit / fast recovery --------------------------------------------------
 
 def test_third_duplicate_ack_retransmits_exactly_the_first_unacked_segment(peer, flow):
     flow.sock.send(b"x" * (IW * MSS))
@@ -210,7 +210,7 @@ def test_fast_recovery_needs_no_timeout(peer, flow):
     assert peer.table.stats["rto_expired"] == 0
 
 
-# -- RFC 3042: limited transmit ----------------------------------------------------------------------
+# -- RFC 3042: limited transmit --------------------------------------------------------------------
 
 def test_limited_transmit_on_the_first_two_duplicates(peer, flow):
     """RFC 3042: the first and second duplicate ACKs each let one new segment out (the
@@ -244,7 +244,7 @@ def test_limited_transmit_respects_the_receive_window(peer):
         peer.expect_nothing()
 
 
-# -- section 4.2: the receiver -----------------------------------------------------------------------
+# -- section 4.2: the receiver ---------------------------------------------------------------------
 
 def test_out_of_order_segment_draws_an_immediate_duplicate_ack(peer, flow):
     """An out-of-order segment is ACKed at once (no delayed ACK), acknowledging RCV.NXT."""

@@ -109,9 +109,10 @@ def test_synack_retransmitted_with_backoff_then_reset(peer):
     peer.expect_nothing(within=300.0)
     peer.send("S", 5000, 0, mss=MSS, sport=40001)
     peer.expect("SA", ack=5001)
+    assert listener.getsockname()[1] == 80
 
 
-# -- section 2: the RTO for data --------------------------------------------------------------------
+# -- section 2: the RTO for data -------------------------------------------------------------------
 
 def test_initial_rto_is_one_second_without_a_sample(peer):
     """A passive open without timestamps has no RTT sample yet: data uses the initial 1 s RTO
@@ -175,7 +176,7 @@ def test_new_sample_ends_the_backoff(peer):
     assert again.time - third.time == pytest.approx(rto_after([0.1, 0.1]))
 
 
-# -- section 3: Karn's algorithm --------------------------------------------------------------------
+# -- section 3: Karn's algorithm -------------------------------------------------------------------
 
 def test_karn_no_sample_from_a_retransmitted_segment(peer):
     """The ACK of a retransmitted segment is ambiguous: no sample (SRTT stays), and the
@@ -195,7 +196,7 @@ def test_karn_no_sample_from_a_retransmitted_segment(peer):
     assert again.time - second.time == pytest.approx(0.6)
 
 
-# -- section 5: managing the timer ------------------------------------------------------------------
+# -- section 5: managing the timer -----------------------------------------------------------------
 
 def test_timer_restarted_by_an_ack_of_new_data(peer):
     """5.3: an ACK for new data restarts the timer for the rest (RTO from the new sample)."""
