@@ -807,6 +807,10 @@ class TcpConnection:
         window = seg.window << self.snd_wscale
         if ack > snd_una:
             self._new_ack(seg, ack, now)
+            if newly_sacked and self.recovery is None and self.snd_nxt > self.snd_una:
+                # RFC 6675 section 5: with new SACK information a cumulative ACK is also a
+                # duplicate, and IsLost(HighACK + 1) may start recovery.
+                self._duplicate_ack(now)
         elif ack == snd_una and self.snd_nxt > snd_una and state in _TRANSMITTING and (
                 newly_sacked or (not length and not seg.flags & FIN and window == self.snd_wnd
                                  and window)):
