@@ -149,6 +149,16 @@ def test_sack_marks_a_hole_lost_before_three_duplicates(peer, flow):
     assert peer.table.stats["fast_retransmits"] == 1
 
 
+def test_cumulative_ack_with_new_sack_blocks_can_start_recovery(peer, flow):
+    """Section 5: an ACK with new SACK information counts as a duplicate "regardless of its
+    status as a cumulative acknowledgment": segment 0 arrived, 1 was lost and 2-4 are SACKed
+    in the same ACK, so IsLost(HighACK + 1) holds and segment 1 is retransmitted at once."""
+    flow.sock.send(b"x" * (IW * MSS))
+    assert len(peer.received()) == IW
+    assert sack_ack(peer, flow, 1, (2, 5)) == [1]
+    assert conn_of(peer, flow).recovery == "fast"
+
+
 def test_two_segments_sacked_are_not_enough(peer, flow):
     flow.sock.send(b"x" * (IW * MSS))
     peer.received()
