@@ -49,7 +49,7 @@ def _ones_sum_c(view, initial):
     total = 0
     tail = initial
     i = 0
-    if n >= 4:
+    if n >= 4 and _COMPILED:        # uncompiled (tests call it directly), pairs only
         p = cython.address(view[0])
         while i + 4 <= n:
             memcpy(cython.address(word), p + i, 4)  # noqa: F821 (a C function when compiled)
