@@ -13,8 +13,10 @@ Every packet stays on the switches, the namespace and loopback.
 - Protocol: refused ports both ways, options negotiated with the kernel (``ss -tine`` and
   TCP_INFO in the namespace, and the SYNs on the wire), orderly close in every arrangement
   with no RST (a capture in the namespace: an AF_PACKET socket whose classic BPF filter keeps
-  only segments with SYN, FIN or RST, so no tcpdump is needed), and lwecho's TCP echo with
-  the kernel as its client.
+  only segments with SYN, FIN or RST, so no tcpdump is needed), aborts (RST) both ways, the
+  MSS of a smaller kernel MTU, the kernel's zero window, the kernel reconnecting into our
+  TIME-WAIT (RFC 6191), a burst of 200 kernel clients on a backlog of 16, and lwecho's TCP
+  echo with the kernel as its client.
 
 Addresses: the kernel is 10.79.0.1, lwstack 10.79.0.2.
 
@@ -23,12 +25,15 @@ receiving 35-64 MB/s, sending 22-39 MB/s; with 5 % loss the kernel sends to lwst
 27 MB/s but lwstack sends at 1-2.4 MB/s, because a lost retransmission waits for the RTO
 (lwstack has no RACK or lost-retransmission detection), so the lossy transfers stay at 10 MB.
 """
+import hashlib
 import itertools
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -558,6 +563,267 @@ def test_orderly_close_with_kernel_sends_no_rst(kernel_role, first, lwswitch, ke
     assert sorted(src for src, bits in flags if bits & FIN) == sorted([KERNEL, OURS]), flags
     counters = ns.counters("TcpOutRsts", "TcpEstabResets")
     assert counters == {"TcpOutRsts": 0, "TcpEstabResets": 0}, counters
+
+
+# -- more of the kernel's ways -------------------------------------------------------------
+
+def serve_echo(listener, stop, delay=0.0, maxseg=None):
+    """Accept on ``listener`` (timeout set), after ``delay`` seconds, until ``stop`` is set;
+    echo each connection to EOF in a thread of its own, then close.  Each connection's
+    TCP_MAXSEG is appended to the list ``maxseg`` if one is given."""
+    def echo(conn):
+        if maxseg is not None:
+            maxseg.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
+        with conn:
+            conn.settimeout(30)
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                conn.sendall(data)
+
+    def loop():
+        stop.wait(delay)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+BURST = r"""
+import socket, sys, threading
+count = int(sys.argv[2])
+results = [None] * count
+def one(i):
+    try:
+        s = socket.create_connection((sys.argv[1], 7), timeout=30)
+        s.sendall(b"%d" % i)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        results[i] = "ok" if data == b"%d" % i else "bad echo"
+    except OSError as exc:
+        results[i] = exc.strerror or str(exc)
+threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(sorted(set(results)), results.count("ok"), flush=True)
+"""
+
+
+def test_burst_of_kernel_connections_on_a_small_backlog_completes_without_rst(lwswitch,
+                                                                             kernel):
+    """200 kernel clients at once, backlog 16: the overflow is dropped and retried (as Linux
+    does), never reset.  Before the listener fix, SYNs that found the accept queue full got
+    SYN cookies, and a client whose final ACK was dropped for want of room had its FIN reset
+    (105 ECONNRESET in 300)."""
+    ns = kernel(lwswitch)
+    stop = threading.Event()
+    with lwstack.Stack(lwswitch, f"ip={OURS}/24") as stack, \
+            stack.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("", 7))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        serve_echo(listener, stop, delay=0.5)     # the accept queue fills up meanwhile
+        proc = ns.python(BURST, OURS, "200")
+        out, err = proc.communicate(timeout=120)
+        stop.set()
+        assert proc.returncode == 0, err
+        assert out.split("]")[0] == "['ok'" and out.split()[-1] == "200", out
+        with stack.driver.lock:
+            stats = dict(stack.host.tcp.stats)
+    assert stats.get("accept_queue_full", 0) + stats.get("listen_overflow", 0) > 0, stats
+    assert stats.get("syncookies_sent", 0) == 0, stats
+    counters = ns.counters("TcpEstabResets", "TcpOutRsts")
+    assert counters == {"TcpEstabResets": 0, "TcpOutRsts": 0}, counters
+
+
+ABORT = r"""
+import errno, socket, struct, sys
+role = sys.argv[1]
+if role == "server":
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((sys.argv[2], 6002))
+    listener.listen(1)
+    print("listening", flush=True)
+    listener.settimeout(20)
+    conn, _ = listener.accept()
+    conn.sendall(b"x" * 1000)
+    sys.stdin.readline()                        # lwstack has read it
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()                                # abort: RST
+    print("aborted", flush=True)
+else:
+    conn = socket.create_connection((sys.argv[2], 6003), timeout=20)
+    print("connected", flush=True)              # before the RST (else connect() reports it)
+    try:
+        while conn.recv(65536):
+            pass
+        print("EOF", flush=True)
+    except OSError as exc:
+        print(errno.errorcode[exc.errno], flush=True)
+"""
+
+
+def test_aborts_both_ways_reset_the_other_side(lwswitch, kernel):
+    """SO_LINGER 0 then close sends RST: the kernel's makes lwstack's recv raise
+    ConnectionResetError; lwstack's makes the kernel's recv fail with ECONNRESET."""
+    ns = kernel(lwswitch)
+    with lwstack.Stack(lwswitch, f"ip={OURS}/24") as stack:
+        proc = ns.python(ABORT, "server", KERNEL, stdin=subprocess.PIPE)
+        assert read_line(proc) == "listening\n"
+        with stack.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect((KERNEL, 6002))
+            assert recv_exact(sock, 1000) == b"x" * 1000
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            with pytest.raises(ConnectionResetError):
+                sock.recv(100)
+        proc.communicate(timeout=10)
+
+        with stack.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            listener.bind(("", 6003))
+            listener.listen(1)
+            listener.settimeout(10)
+            proc = ns.python(ABORT, "client", OURS)
+            conn, _ = listener.accept()
+            assert read_line(proc) == "connected\n"
+            conn.sendall(b"y" * 5000)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            out, err = proc.communicate(timeout=20)
+    assert out == "ECONNRESET\n", out + err
+
+
+def test_mss_follows_the_kernels_smaller_mtu(lwswitch, kernel):
+    """The kernel's tap at MTU 1280 announces MSS 1240: lwstack sends segments of
+    1240 - 12 (timestamps) and a megabyte crosses both ways intact (a larger segment would
+    be dropped by the kernel and the transfer would stall)."""
+    ns = kernel(lwswitch)
+    assert ns.run("ip", "link", "set", "lwtap0", "mtu", "1280").returncode == 0
+    stop = threading.Event()
+    with lwstack.Stack(lwswitch, f"ip={OURS}/24") as stack, \
+            stack.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("", 7))
+        listener.listen(4)
+        listener.settimeout(0.2)
+        maxseg = []
+        serve_echo(listener, stop, maxseg=maxseg)
+        proc = ns.python(ECHO, OURS, str(MB))
+        out, err = proc.communicate(timeout=60)
+        stop.set()
+        assert proc.returncode == 0, err
+        assert out.split() == [str(MB), "True"]
+    assert maxseg == [1228]
+    # The kernel's view of what it received: nothing larger than its own MSS.
+    assert ns.counters("TcpExtTCPOFOQueue", "TcpInErrs") == \
+        {"TcpExtTCPOFOQueue": 0, "TcpInErrs": 0}
+
+
+ZERO_WINDOW = r"""
+import hashlib, socket, sys, time
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+listener.bind((sys.argv[1], 6004))
+listener.listen(1)
+print("listening", flush=True)
+conn, _ = listener.accept()
+time.sleep(1.5)                  # the window closes; lwstack must probe, not give up
+digest, count = hashlib.sha256(), 0
+while True:
+    data = conn.recv(65536)
+    if not data:
+        break
+    digest.update(data)
+    count += len(data)
+print(count, digest.hexdigest(), flush=True)
+"""
+
+
+def test_lwstack_waits_out_the_kernels_zero_window(lwswitch, kernel):
+    ns = kernel(lwswitch)
+    data = pattern(2 * MB, 5)
+    proc = ns.python(ZERO_WINDOW, KERNEL)
+    assert read_line(proc) == "listening\n"
+    with lwstack.Stack(lwswitch, f"ip={OURS}/24") as stack, \
+            stack.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect((KERNEL, 6004))
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out, err = proc.communicate(timeout=60)
+        with stack.driver.lock:
+            probes = stack.host.tcp.stats["window_probes"]
+    assert out.split() == [str(len(data)), hashlib.sha256(data).hexdigest()], out + err
+    assert probes >= 1                          # it did meet a zero window
+
+
+REUSE = r"""
+import socket, sys, time
+answers = []
+for attempt in range(4):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[2], 40404))                # the same 4-tuple every time
+    s.settimeout(10)
+    s.connect((sys.argv[1], 6005))
+    data = s.recv(100)
+    answers.append(data.decode() if s.recv(100) == b"" else "no EOF")
+    s.close()
+    time.sleep(0.2)                             # our LAST-ACK ends
+print(" ".join(answers), flush=True)
+"""
+
+
+def test_kernel_reconnects_from_the_same_port_into_our_time_wait(lwswitch, kernel):
+    """lwstack closes first, so its end sits in TIME-WAIT; the kernel's new SYN on the same
+    4-tuple carries newer timestamps and starts a new incarnation (RFC 6191)."""
+    ns = kernel(lwswitch)
+    stop = threading.Event()
+    with lwstack.Stack(lwswitch, f"ip={OURS}/24") as stack, \
+            stack.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("", 6005))
+        listener.listen(4)
+        listener.settimeout(0.2)
+
+        def serve():
+            number = 0
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except (TimeoutError, socket.timeout):
+                    continue
+                conn.sendall(f"conn{number}".encode())
+                conn.close()
+                number += 1
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        out, err = ns.python(REUSE, OURS, KERNEL).communicate(timeout=60)
+        stop.set()
+        thread.join(5)
+        with stack.driver.lock:
+            recycled = stack.host.tcp.stats["time_wait_recycled"]
+    assert out.split() == ["conn0", "conn1", "conn2", "conn3"], out + err
+    assert recycled == 3
 
 
 # -- lwecho's TCP echo, with the kernel as client ------------------------------------------
