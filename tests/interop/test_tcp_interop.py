@@ -16,7 +16,8 @@ Every packet stays on the switches, the namespace and loopback.
   only segments with SYN, FIN or RST, so no tcpdump is needed), aborts (RST) both ways, the
   MSS of a smaller kernel MTU, the kernel's zero window, the kernel reconnecting into our
   TIME-WAIT (RFC 6191), a burst of 200 kernel clients on a backlog of 16, and lwecho's TCP
-  echo with the kernel as its client.
+  echo with the kernel as its client.  One known gap is marked xfail: data of a socket closed
+  just before its stack is lost (``Stack.close`` does not linger).
 
 Addresses: the kernel is 10.79.0.1, lwstack 10.79.0.2.
 
@@ -824,6 +825,47 @@ def test_kernel_reconnects_from_the_same_port_into_our_time_wait(lwswitch, kerne
             recycled = stack.host.tcp.stats["time_wait_recycled"]
     assert out.split() == ["conn0", "conn1", "conn2", "conn3"], out + err
     assert recycled == 3
+
+
+SLOW_READER = r"""
+import socket, sys, time
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+listener.bind((sys.argv[1], 6006))
+listener.listen(1)
+print("listening", flush=True)
+conn, _ = listener.accept()
+time.sleep(1.0)
+conn.settimeout(2.0)
+count, end = 0, "EOF"
+try:
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        count += len(data)
+except socket.timeout:
+    end = "timeout"
+print(count, end, flush=True)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="Stack.close stops the stack at once: a socket closed "
+                   "just before still had unsent data, which is lost without an error (a "
+                   "kernel keeps the orphaned connection until it has delivered everything)")
+def test_data_of_a_closed_socket_survives_closing_the_stack(lwswitch, kernel):
+    ns = kernel(lwswitch)
+    proc = ns.python(SLOW_READER, KERNEL)
+    assert read_line(proc) == "listening\n"
+    with lwstack.Stack(lwswitch, f"ip={OURS}/24") as stack:
+        sock = stack.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect((KERNEL, 6006))
+        sock.sendall(bytes(200_000))            # queued: the kernel's window is small
+        sock.close()                            # then the stack closes (the with block)
+    out, err = proc.communicate(timeout=30)
+    assert out.split() == ["200000", "EOF"], out + err
 
 
 # -- lwecho's TCP echo, with the kernel as client ------------------------------------------
