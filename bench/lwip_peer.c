@@ -29,8 +29,9 @@
  * return of lwip_close (source); the sink's figure is the one to quote, it counts bytes
  * delivered.  After lwip_close the source stays alive until EOF on stdin when stdin is a pipe
  * (3 s otherwise): LWIPv6 sends what is still queued, and the FIN, from its own thread.
- * Both arm a watchdog (-x, default 60 s): when it fires the program prints
- * "tcp_error timeout after N bytes" and exits with status 3, so a stalled LWIPv6 (it has been
+ * Both arm a watchdog (-x, default 60 s): when the connection makes no progress for that
+ * long (connect, accept to first byte, or between two reads or writes) the program prints
+ * "tcp_error stalled after N bytes" and exits with status 3, so a stalled LWIPv6 (it has been
  * seen to wedge or crash when it has to retransmit) is reported rather than waited for.  Other
  * failures print "tcp_error <what>: <errno text>" and exit with status 1.
  *
@@ -245,12 +246,14 @@ static int client(struct stack *stack, const char *peer, int port, int count, in
 
 /* Bytes moved so far, for the watchdog's message (read from a signal handler). */
 static volatile long long tcp_progress;
+/* The watchdog's period: a transfer that makes no progress for this long is given up. */
+static int watchdog_seconds = 60;
 
 static void on_watchdog(int sig)
 {
 	(void)sig;
 	/* async-signal-safe: format by hand, write(2), _exit(2) */
-	char msg[80] = "tcp_error timeout after ";
+	char msg[80] = "tcp_error stalled after ";
 	char digits[24];
 	int n = 0, len = strlen(msg);
 	long long v = tcp_progress;
@@ -271,7 +274,15 @@ static void arm_watchdog(int seconds)
 {
 	struct sigaction sa = {.sa_handler = on_watchdog};
 	sigaction(SIGALRM, &sa, NULL);
-	alarm(seconds > 0 ? seconds : 60);
+	watchdog_seconds = seconds > 0 ? seconds : 60;
+	alarm(watchdog_seconds);
+}
+
+/* Progress: restart the watchdog's period (one alarm(2) per 64 KiB read or written). */
+static void feed_watchdog(long long total)
+{
+	tcp_progress = total;
+	alarm(watchdog_seconds);
 }
 
 static int tcp_fail(const char *what)
@@ -327,7 +338,7 @@ static int tcp_sink(struct stack *stack, int port, int watchdog)
 			return tcp_fail("lwip_read");
 		}
 		total += n;
-		tcp_progress = total;
+		feed_watchdog(total);
 	}
 	tcp_report(total, t0);
 	alarm(0);
@@ -380,7 +391,7 @@ static int tcp_source(struct stack *stack, const char *peer, int port, long long
 			return tcp_fail("lwip_write");
 		}
 		total += n;
-		tcp_progress = total;
+		feed_watchdog(total);
 	}
 	/* LWIPv6's lwip_shutdown(SHUT_WR) sends no FIN (the sink never sees EOF), so close; but
 	 * lwip_close() returns with data still queued, and LWIPv6 sends it and the FIN from its

@@ -505,7 +505,8 @@ def report(info, args, fwd, rtt, build_errors, elapsed, reps, seconds, rounds, c
                          f"{client_lw:.0f} vs {client_lwip:.0f} µs")
     for name, error in build_errors.items():
         lines.append(f"- {name} could not be built: `{error}`")
-    lines.append("")
+    if fwd or rtt or build_errors:
+        lines.append("")
     if tcp_state is not None:
         lines += tcp.report(tcp_state)
     return "\n".join(lines)

@@ -23,8 +23,9 @@ round so that every path sees the same machine noise.  Paths, each through Debia
   there with ``ip netns exec`` (from this checkout, with the interpreter running the bench,
   whichever build is measured);
 - LWIPv6 -> LWIPv6: ``bench/lwip_peer`` (Debian's liblwipv6) as TCP sink and source; LWIPv6
-  has been seen to wedge or crash when it has to retransmit, so each side has a watchdog and
-  a failure is reported as such (crash signal, timeout) instead of stopping the run;
+  has been seen to wedge or crash when it has to retransmit, so each side has a watchdog (no
+  progress for LWIP_STALL_SECONDS) and a failure is reported as such (crash signal, stall,
+  short transfer) instead of stopping the run;
 - kernel -> kernel: two namespaces, two taps on the same switch, ``lwperf --net kernel`` on
   both sides: the ceiling of this path for C stacks (the taps and vde_plug2tap included;
   lwperf is Python and hashes every byte, so this ceiling is "the kernel under lwperf");
@@ -84,6 +85,8 @@ JUMBO_MTU = 9000
 TARGET_MBPS = 75.0
 #: Connections in flight in the second connection-rate measurement.
 CONN_PARALLEL = 8
+#: lwip_peer gives up a transfer that makes no progress for this long (its -x watchdog).
+LWIP_STALL_SECONDS = 10
 NA_LWSTACK = "n/a (lwstack TCP not available)"
 
 SWITCHES = ("vde_switch", "lwswitch")
@@ -288,7 +291,7 @@ class Runner:
         if self.lwip_peer is None:
             return {"error": "lwip_peer not built"}
         port = str(self._next_port())
-        watchdog = str(int(self.timeout))
+        watchdog = str(LWIP_STALL_SECONDS)
         sink = source = None
         try:
             sink = self.procs.start("lwip-sink", [str(self.lwip_peer), "-s", switch_dir, "-a",
