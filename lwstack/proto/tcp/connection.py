@@ -620,6 +620,8 @@ class TcpConnection:
     def segment_arrives(self, seg, now):
         """Process one segment for this connection (never LISTEN: see the listener)."""
         state = self.state
+        if state == ESTABLISHED and self._predicted(seg, now):
+            return
         if state == SYN_SENT:
             self._syn_sent_arrives(seg, now)
             self.table.reschedule(self)
@@ -739,6 +741,56 @@ class TcpConnection:
         if self._ack_now or self._unacked_bytes:
             self._mark_pending()
 
+    def _predicted(self, seg, now):
+        """Header prediction (Jacobson's fast path, Linux's tcp_rcv_established): the next
+        in-order segment of an ESTABLISHED connection, with nothing unusual about it, skips the
+        general checks of section 3.10.7.4.  Returns False (nothing done) when the segment
+        needs them: other flags, out of order, outside the window, an old timestamp, SACK
+        blocks, a duplicate ACK, recovery or keepalive in progress, held out-of-order data.
+        """
+        flags = seg.flags
+        if flags & ~PSH != ACK or seg.seq != self.rcv_nxt & MASK or seg.sack_blocks or \
+                self.recovery is not None or self.keepalive or self._reasm or self.orphaned:
+            return False
+        ts_ok = self.ts_ok
+        if ts_ok and not (seg.has_timestamps and ((seg.ts_val - self.ts_recent) & MASK) < HALF):
+            return False
+        snd_una = self.snd_una
+        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
+        payload = seg.payload
+        length = len(payload)
+        rcv_nxt = self.rcv_nxt
+        if ack > self.snd_nxt or ack < snd_una or (ack == snd_una and not length) or \
+                rcv_nxt + length > self.rcv_adv:
+            return False
+        self._last_heard = now
+        if ts_ok and rcv_nxt <= self._last_ack_sent < rcv_nxt + (length or 1):
+            self.ts_recent = seg.ts_val       # RFC 7323 section 4.3
+        self._probes_unanswered = 0
+        if ack > snd_una:
+            self._new_ack(seg, ack, now)
+        if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
+            self._update_window(seg.window << self.snd_wscale, rcv_nxt, ack)
+        if length:
+            self._receive_data(rcv_nxt, payload, now)
+            if self._ack_now or self._unacked_bytes:
+                self._mark_pending()
+        return True
+
+    def _update_window(self, window, seq, ack):
+        """Take the peer's window from an acceptable newer segment (section 3.10.7.4)."""
+        if window > self.snd_wnd:
+            self._mark_pending()              # room to send again
+        self.snd_wnd = window
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        if window > self.max_snd_wnd:
+            self.max_snd_wnd = window
+        if window and self.persist_at is not None:
+            self.persist_at = None
+            self._persist_interval = 0.0
+            self._mark_pending()
+
     def _syn_sent_arrives(self, seg, now):
         """RFC 9293 section 3.10.7.3."""
         flags = seg.flags
@@ -820,17 +872,7 @@ class TcpConnection:
             self._duplicate_ack(now)
         # Window update (section 3.10.7.4): newer segment, or same segment with a newer ACK.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
-            if window > self.snd_wnd:
-                self._mark_pending()      # room to send again
-            self.snd_wnd = window
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
-            if window > self.max_snd_wnd:
-                self.max_snd_wnd = window
-            if window and self.persist_at is not None:
-                self.persist_at = None
-                self._persist_interval = 0.0
-                self._mark_pending()
+            self._update_window(window, seq, ack)
         # Our FIN acknowledged?
         if self._fin_queued and self.snd_una > self._fin_seq:
             if state == FIN_WAIT_1:
