@@ -127,9 +127,12 @@ class StreamSocket(socket):
         addr, port = self._resolve(address)
         conn = self._conn
         with self._driver.lock:
-            self._check_open()
+            try:
+                self._check_open()
+            except OSError as exc:
+                return exc.errno          # connect_ex returns EBADF/ENETDOWN as CPython does
             if self._listener is not None:
-                return _errno.EINVAL
+                return _errno.EISCONN     # Linux: a listener is not SS_UNCONNECTED
             if addr == _ANY:
                 addr = b"\x7f\0\0\1" if not self._host.interfaces else \
                     self._host.interfaces[0].address
@@ -141,12 +144,17 @@ class StreamSocket(socket):
                 finally:
                     self._driver.after_call()
             elif conn.state in HANDSHAKE:
-                if self._timeout == 0.0:
+                if self._timeout is not None:
+                    # Timeout mode too: CPython's fd is non-blocking there, so Linux answers.
                     return _errno.EALREADY
             elif conn.error:
                 return conn.pop_error()
             elif conn.connected:
                 return _errno.EISCONN
+            elif self._timeout == 0.0:
+                # A failed attempt whose error was read already (SO_ERROR or an earlier call):
+                # Linux's sock_error path says ECONNABORTED (and would start afresh next time).
+                return _errno.ECONNABORTED
             if self._timeout == 0.0:
                 return _errno.EINPROGRESS if conn.state in HANDSHAKE else conn.pop_error()
             if not self._wait(lambda: conn.state not in HANDSHAKE or self._dead(),
