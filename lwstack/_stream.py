@@ -314,7 +314,14 @@ class StreamSocket(socket):
         deadline = self._deadline()
         with self._driver.lock:
             while True:
-                self._wait_readable(flags, deadline)
+                try:
+                    self._wait_readable(flags, deadline, keep_error=bool(got))
+                except OSError:
+                    if got:               # MSG_WAITALL: what was copied is returned, as on
+                        return got        # Linux (a timeout, EAGAIN, a closed socket)
+                    raise
+                if got and not self._conn.receive_queue_bytes:
+                    return got            # end of stream or an error: the next call says which
                 n = self._conn.recv_into(view[got:], self._driver.now())
                 self._driver.after_call()
                 if not n:
@@ -331,8 +338,9 @@ class StreamSocket(socket):
         """``(nbytes, None)``, see :meth:`recvfrom`."""
         return self.recv_into(buffer, nbytes, flags), None
 
-    def _wait_readable(self, flags, deadline=None):
-        """Block (lock held) until the connection is readable; raise its pending error."""
+    def _wait_readable(self, flags, deadline=None, keep_error=False):
+        """Block (lock held) until the connection is readable; raise its pending error
+        (unless ``keep_error``: MSG_WAITALL returning what it copied leaves it pending)."""
         self._check_open()
         conn = self._conn
         if self._listener is not None or (conn.remote_addr is None and not conn.reset):
@@ -342,11 +350,11 @@ class StreamSocket(socket):
         if not conn.readable:
             if flags & _DONTWAIT or self._timeout == 0.0:
                 raise _oserror(_errno.EAGAIN)
-            if not self._wait(lambda: conn.readable or self._dead(),
+            if not self._wait(lambda: conn.readable or self._read_shut or self._dead(),
                               deadline if deadline is not None else self._deadline()):
                 raise timeout("timed out")
             self._check_open()
-        if not conn.receive_queue_bytes:
+        if not conn.receive_queue_bytes and not keep_error:
             self._raise_pending()
 
     # -- options -----------------------------------------------------------------------------
