@@ -108,9 +108,8 @@ class TcpTable:
                 return True
             if reuse and other.reuse_addr and not listening and not other_listening:
                 continue
-            if reuse and other.reuse_addr and listening and not other_listening \
-                    and other.state != CLOSED:
-                continue              # a listener may share with connected sockets
+            if reuse and other.reuse_addr and listening and not other_listening:
+                continue              # a listener may share with bound or connected sockets
             return True
         return False
 
