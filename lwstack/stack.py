@@ -1,15 +1,31 @@
 """``lwstack.Stack``: a network identity (MAC, addresses, routes) owned by a program or thread."""
+import atexit
 import random
 import threading
 import time
+import weakref
 
 from lwstack.iface.config import parse_config
 from lwstack.iface.host import Host
+from lwstack.proto.tcp.table import OWING_STATES
 from lwstack.runtime import ThreadedDriver
 from lwstack.wire.ethernet import mac_to_str
 from lwstack.wire.ipv4 import addr_to_str
 
 _thread_default = threading.local()
+#: Seconds :meth:`Stack.close` lets TCP connections finish delivering (see there).
+CLOSE_TIMEOUT = 5.0
+#: Stacks not closed yet; closed at interpreter exit so queued TCP data is not lost.
+_open_stacks = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stacks():
+    for stack in list(_open_stacks):
+        try:
+            stack.close()
+        except Exception:  # noqa: BLE001 (exiting: one stack must not keep the others open)
+            pass
 
 
 class Stack:
@@ -57,6 +73,7 @@ class Stack:
         with driver.lock:
             self.host = Host(self.config, driver.now(), rng=rng)
             driver.attach(self.host)
+        _open_stacks.add(self)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -109,12 +126,41 @@ class Stack:
         """True once :meth:`close` has run."""
         return self.driver.closed
 
-    def close(self):
-        """Stop the stack and release its switch port.  Its sockets then fail with ENETDOWN
-        (the network they lived on is gone); a closed socket itself fails with EBADF."""
-        if self.driver.closed:
+    def close(self, timeout=CLOSE_TIMEOUT):
+        """Stop the stack and release its switch port.
+
+        TCP first finishes the way the kernel finishes an exiting process's connections: every
+        socket still open is closed (FIN after its queued data; RST if it has unread data),
+        listeners stop, and the stack waits up to ``timeout`` seconds (virtual ones on a
+        :class:`~lwstack.sim.VirtualNetwork`) until no connection still owes its peer data or
+        a FIN.  What is left then is reset, so no peer waits forever.  After closing, the
+        stack's sockets fail with ENETDOWN (the network they lived on is gone); a closed socket
+        itself fails with EBADF.
+        """
+        driver = self.driver
+        if driver.closed:
             return
-        self.driver.close()
+        tcp = self.host.tcp
+        with driver.lock:
+            now = driver.now()
+            for listener in list(tcp.listeners.values()):
+                listener.close(now)
+            for conn in list(tcp.connections.values()):
+                if not conn.orphaned:
+                    conn.close(now)
+            driver.after_call()
+            if timeout and tcp.owes_data():
+                try:
+                    driver.wait_for(lambda: driver.closed or not tcp.owes_data(), timeout)
+                except RuntimeError:      # a virtual network with nothing left to run
+                    pass
+            now = driver.now()
+            for conn in list(tcp.connections.values()):
+                if conn.state in OWING_STATES:
+                    conn.abort(now)
+            driver.flush()
+        driver.close()
+        _open_stacks.discard(self)
         if getattr(_thread_default, "stack", None) is self:
             _thread_default.stack = None
 

@@ -16,8 +16,8 @@ Every packet stays on the switches, the namespace and loopback.
   only segments with SYN, FIN or RST, so no tcpdump is needed), aborts (RST) both ways, the
   MSS of a smaller kernel MTU, the kernel's zero window, the kernel reconnecting into our
   TIME-WAIT (RFC 6191), a burst of 200 kernel clients on a backlog of 16, and lwecho's TCP
-  echo with the kernel as its client.  One known gap is marked xfail: data of a socket closed
-  just before its stack is lost (``Stack.close`` does not linger).
+  echo with the kernel as its client, and a socket closed just before its stack closes still
+  delivering everything (``Stack.close`` lets connections finish, as the kernel does).
 
 Addresses: the kernel is 10.79.0.1, lwstack 10.79.0.2.
 
@@ -851,9 +851,6 @@ print(count, end, flush=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="Stack.close stops the stack at once: a socket closed "
-                   "just before still had unsent data, which is lost without an error (a "
-                   "kernel keeps the orphaned connection until it has delivered everything)")
 def test_data_of_a_closed_socket_survives_closing_the_stack(lwswitch, kernel):
     ns = kernel(lwswitch)
     proc = ns.python(SLOW_READER, KERNEL)

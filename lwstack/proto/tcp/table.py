@@ -40,6 +40,11 @@ MAX_CONNECTIONS = 65536
 TIME_WAIT_SECONDS = 60.0
 
 
+#: States in which a connection may still owe the peer data or a FIN (or its acknowledgment).
+OWING_STATES = frozenset(("SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1", "CLOSE-WAIT", "CLOSING",
+                          "LAST-ACK"))
+
+
 def _fail(code, detail=None):
     return OSError(code, os.strerror(code) + (f": {detail}" if detail else ""))
 
@@ -214,6 +219,14 @@ class TcpTable:
         if self.listeners.get(key) is listener:
             del self.listeners[key]
         self._unbind(listener)
+
+    def owes_data(self):
+        """True while some connection still has data or a FIN to deliver (its socket may be
+        closed already): what :meth:`lwstack.Stack.close` waits for."""
+        for conn in self.connections.values():
+            if conn.state in OWING_STATES and not conn.reset:
+                return True
+        return False
 
     def forget(self, conn):
         """Drop a never-connected socket's binding (closing an unused socket)."""
