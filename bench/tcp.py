@@ -12,9 +12,9 @@ small helpers it starts in other processes and namespaces::
 
 Method
 ------
-Bulk throughput, one stream, MB/s (10**6 bytes a second), the receiver's figure (first byte to
-EOF, as lwperf and lwip_peer's sink count it), median of several runs interleaved round by
-round so that every path sees the same machine noise.  Paths, each through Debian's
+Bulk throughput, one stream, MB/s (10**6 bytes a second), the receiver's figure (lwperf: first
+byte to EOF; lwip_peer's sink: accept to EOF, half a round trip more), median of several runs
+interleaved round by round so that every path sees the same machine noise.  Paths, each through Debian's
 ``vde_switch`` and through ``lwswitch``, MTU 1500:
 
 - lwstack -> lwstack: two ``lwperf`` processes (client sends, ``-s --once`` server receives);
@@ -317,14 +317,14 @@ class Runner:
                                      "bytes"}
                 return {"mbps": nbytes / seconds / 1e6}
             source_out = source.log_path.read_text(errors="replace")
-            why = [f"sink {_exit_reason(sink.returncode)}"]
-            for text in (sink_out, source_out):
+            why = []
+            for role, proc, text in (("sink", sink, sink_out), ("source", source, source_out)):
                 error = re.search(r"^tcp_error (.*)$", text, re.M)
-                if error:
-                    why.append(error.group(1))
-            if source.poll() is not None and source.returncode != 0:
-                why.append(f"source {_exit_reason(source.returncode)}")
-            return {"error": ", ".join(why)}
+                if error:                              # its own words (stalled, errno text)
+                    why.append(f"{role} {error.group(1)}")
+                elif proc.poll() is not None and proc.returncode != 0:
+                    why.append(f"{role} {_exit_reason(proc.returncode)}")
+            return {"error": ", ".join(why) or "sink ended without a figure"}
         except RuntimeError as exc:
             return {"error": _last_line(str(exc))}
         finally:
