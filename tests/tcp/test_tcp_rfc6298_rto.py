@@ -271,3 +271,25 @@ def test_gives_up_after_15_retransmissions_with_etimedout(peer):
         flow.sock.recv(10)
     assert info.value.errno == errno.ETIMEDOUT
     assert flow.sock.recv(10) == b""              # reported once, then end of stream
+
+
+def test_echo_older_than_the_last_rto_is_no_rtt_sample():
+    # The ACK of an original transmission was lost; after the RTO the retransmission reaches
+    # the receiver as an old duplicate and is answered with TS.Recent of the original.  The
+    # time since then includes the RTO: taking it as an RTT sample inflated SRTT without bound
+    # at 10 % loss (SRTT 30 s, RTO 120 s).
+    from lwstack.proto.tcp.connection import TcpConnection
+
+    class Table:
+        stats = __import__("collections").Counter()
+
+    conn = TcpConnection(Table())
+    conn._ts_offset = 0
+    conn.rtt.sample(0.002)
+    srtt = conn.rtt.srtt
+    original = conn._ts_now(10.0)            # sent at t=10 s, its ACK lost
+    conn._ts_floor = conn._ts_now(10.5)      # the RTO fired at t=10.5 s
+    conn._rtt_sample_ts(original, 10.502)
+    assert conn.rtt.srtt == srtt and conn.rtt.latest_rtt == 0.002     # not a sample
+    conn._rtt_sample_ts(conn._ts_now(10.5), 10.505)                    # the retransmission's
+    assert conn.rtt.latest_rtt == pytest.approx(0.005)

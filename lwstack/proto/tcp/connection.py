@@ -89,6 +89,8 @@ CHALLENGE_ACK_LIMIT = 10
 #: Out-of-order ranges held at most: a peer sending tiny segments with gaps cannot make the
 #: reassembler (or our SACK work) grow without bound; beyond it, segments are dropped and counted.
 REASSEMBLY_BLOCKS = 1024
+#: Retransmissions remembered during one SACK recovery for lost-retransmission detection.
+LOST_RETRANSMIT_LOG = 1024
 #: Timestamps tick in milliseconds (RFC 7323 section 5.4 allows 1 ms to 1 s).
 TS_HZ = 1000
 
@@ -168,6 +170,8 @@ class TcpConnection:
         self._high_rxt = 0            # highest byte retransmitted in this recovery
         self._lost_to = 0             # unSACKed bytes below this are lost
         self._dupacks = 0
+        self._rtx_log = []            # SACK recovery: (start, end, SND.NXT when resent)
+        self._relost = []             # retransmissions found lost again, to resend first
         self._retries = 0
         self._first_rtx_time = None
         self.rto_at = None
@@ -185,6 +189,7 @@ class TcpConnection:
         self._challenge_count = 0
         self._last_heard = 0.0
         self._syn_time = None         # when the (first) SYN left, for an RTT sample
+        self._ts_floor = None         # timestamp of the last RTO: older echoes are no samples
         self._force_rtx = False       # retransmit the first lost segment whatever the cwnd
         self._link = None             # cached Ethernet+IPv4 header (the table's fast path)
         self._link_valid_until = float("-inf")
@@ -547,6 +552,9 @@ class TcpConnection:
         self.rtt.backoff()
         self._rtt_seq = None           # Karn: no sample from what we retransmit
         self.recovery = "rto"
+        self._ts_floor = self._ts_now(now)
+        self._rtx_log.clear()
+        self._relost.clear()
         self._recover = self.snd_nxt
         self._high_rxt = self.snd_una
         self._lost_to = self.snd_nxt
@@ -856,6 +864,8 @@ class TcpConnection:
             blocks = [(base + (((l - base) + HALF) & MASK) - HALF,
                        base + (((r - base) + HALF) & MASK) - HALF) for l, r in seg.sack_blocks]
             newly_sacked = self.scoreboard.update(snd_una, self.snd_nxt, blocks)
+            if newly_sacked and self._rtx_log:
+                self._detect_lost_retransmissions()
         window = seg.window << self.snd_wscale
         if ack > snd_una:
             self._new_ack(seg, ack, now)
@@ -912,6 +922,8 @@ class TcpConnection:
         if self.recovery is not None:
             if ack >= self._recover:
                 self.recovery = None      # RFC 6582 section 3.2 step 3: full acknowledgment
+                self._rtx_log.clear()
+                self._relost.clear()
                 self._dupacks = 0
                 self.cc.on_recovery_exit(now)
             elif self.recovery == "fast":
@@ -969,6 +981,12 @@ class TcpConnection:
                 self._lost_to = boundary
 
     def _rtt_sample_ts(self, ts_ecr, now):
+        # Karn's rule for timestamps: an echo older than our last RTO comes from an
+        # ACK of the original transmission that was lost on its way back; the time since then
+        # includes the whole (backed-off) RTO and would inflate SRTT without bound at high
+        # loss.  Only echoes of segments sent since the RTO are samples (RFC 7323 4.1, 6298 5.7).
+        if self._ts_floor is not None and ((ts_ecr - self._ts_floor) & MASK) >= HALF:
+            return
         sent = ((self._ts_now(now) - ts_ecr) & MASK)
         if sent < HALF:
             self.rtt.sample(max(sent, 1) / TS_HZ if sent else 0.0005)
@@ -1130,6 +1148,8 @@ class TcpConnection:
             if self._lost_to > start:
                 lost = self.scoreboard.unsacked_bytes(start, self._lost_to) if self.sack_ok \
                     else self._lost_to - start
+            for start, end in self._relost:   # retransmissions that left the network
+                lost += end - start
         return flight - delivered - lost
 
     def _push(self, now):
@@ -1148,6 +1168,17 @@ class TcpConnection:
         # Retransmissions first (RFC 6675 section 5 step (C), NextSeg rule 1).  The first
         # lost segment goes out whatever the window says (RFC 5681 section 3.2 step 4,
         # RFC 6582 section 3.2 step 4 for partial ACKs).
+        while self._relost and (cwnd - pipe >= 1 or self._force_rtx):
+            start, end = self._relost.pop(0)
+            hole = self.scoreboard.next_hole(max(start, self.snd_una), end)
+            if hole is None:
+                continue
+            sent = self._send_range(hole[0], min(mss, hole[1] - hole[0]), now)
+            if sent <= 0:
+                break
+            self._log_retransmission(hole[0], sent)
+            pipe += sent
+            sent_any = True
         while self.recovery is not None and (cwnd - pipe >= 1 or self._force_rtx):
             start = self._high_rxt if self._high_rxt > self.snd_una else self.snd_una
             if start >= self._lost_to:
@@ -1160,9 +1191,8 @@ class TcpConnection:
             sent = self._send_range(hole[0], min(mss, hole[1] - hole[0]), now)
             if sent <= 0:
                 break
-            self._force_rtx = False
             self._high_rxt = hole[0] + sent
-            self.table.stats["segments_retransmitted"] += 1
+            self._log_retransmission(hole[0], sent)
             pipe += sent
             sent_any = True
         # New data and the FIN: receive window, congestion window, Nagle, SWS avoidance.
@@ -1210,6 +1240,35 @@ class TcpConnection:
                 self._persist_interval = self._persist_interval or max(self.rtt.rto, 0.2)
                 self.persist_at = now + self._persist_interval
                 self.rto_at = None
+
+    def _log_retransmission(self, start, sent):
+        self._force_rtx = False
+        self.table.stats["segments_retransmitted"] += 1
+        if self.sack_ok and self.recovery == "fast":
+            log = self._rtx_log
+            if len(log) >= LOST_RETRANSMIT_LOG:
+                del log[0]
+            log.append((start, start + sent, self.snd_nxt))
+
+    def _detect_lost_retransmissions(self):
+        """A retransmission is lost when the peer SACKs data we sent after it but still lacks
+        it: resend it now rather than wait for the RTO (Linux's tcp_mark_lost_retrans; the
+        same idea as RACK, RFC 8985, applied to retransmissions only)."""
+        highest = self.scoreboard.highest
+        snd_una = self.snd_una
+        kept = []
+        for entry in self._rtx_log:
+            start, end, sent_before = entry
+            if end <= snd_una:
+                continue
+            if highest > sent_before:
+                start = max(start, snd_una)
+                if self.scoreboard.unsacked_bytes(start, end):
+                    self._relost.append((start, end))
+                    self.table.stats["lost_retransmissions"] += 1
+                continue
+            kept.append(entry)
+        self._rtx_log = kept
 
     def _send_range(self, start, length, now):
         """Emit the segment ``[start, start+length)`` of the stream (data, maybe the FIN)."""
