@@ -538,7 +538,8 @@ def profile_lwswitch(procs, python, env, blast, tmp, seconds, size):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (< 45 s, plus 1-2 min for TCP)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer and shorter runs (< 45 s, plus 1-2 min for TCP)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter for the lwstack processes (e.g. a venv with the "
                              "Cython build installed); default: this one, on this checkout")
