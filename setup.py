@@ -20,9 +20,11 @@ HOT_MODULES = [
 ]
 
 # Real Cython modules (.pyx, they call libc directly): only in the accelerated build.  Nothing
-# imports them unconditionally; vde.server uses its Python loop when vde._fastpath is absent.
+# imports them unconditionally; vde.server uses its Python loop when vde._fastpath is absent,
+# lwstack.phy.vdeplug the pure lwstack.phy.plugio when lwstack.phy._plugio is.
 COMPILED_ONLY = [
     "vde/_fastpath.pyx",
+    "lwstack/phy/_plugio.pyx",
 ]
 
 

@@ -1,51 +1,78 @@
-"""A VDE plug (unix datagram socket to a vde_switch-compatible switch) as a phy."""
+"""A VDE plug (unix datagram socket to a vde_switch-compatible switch) as a phy.
+
+Design note.  :class:`vde.plug.VdePlug` does the handshake and owns the sockets; the frames
+themselves go through a ``PlugIO`` (:mod:`lwstack.phy.plugio`): the compiled one
+(``lwstack.phy._plugio``: one ``ppoll`` to wait, one ``recvmmsg`` per batch, ``send`` or
+``sendmmsg`` out) when the accelerated build has it, the pure one otherwise or when
+``LWSTACK_PLUGIO=pure`` is set.  :class:`PlugPhy` binds the PlugIO's methods as its own
+``wait``/``receive``/``send``/``send_batch``, so the reactor calls C directly, without a
+Python frame per call: per ping that path is three system calls (ppoll, recvmmsg, send).
+"""
 import errno
 import os
-import select
 
 from vde.plug import open_plug
 
+from lwstack.phy import plugio as _pure
+
+try:
+    from lwstack.phy import _plugio as _compiled
+except ImportError:  # pure build
+    _compiled = None
+
+#: Environment variable: ``pure`` forces the pure-Python PlugIO even when the compiled one is
+#: built (benchmarks and tests compare the two).
+PLUGIO_ENV = "LWSTACK_PLUGIO"
+
+
+def plugio_module(compiled=None):
+    """The PlugIO module to use: ``compiled`` True/False forces one (True fails with
+    ``ValueError`` in the pure build); None picks the compiled one unless ``LWSTACK_PLUGIO=pure``."""
+    if compiled is None:
+        compiled = _compiled is not None and os.environ.get(PLUGIO_ENV, "") != "pure"
+    if not compiled:
+        return _pure
+    if _compiled is None:
+        raise ValueError("compiled=True but lwstack.phy._plugio is not built (pure build)")
+    return _compiled
+
 
 class PlugPhy:
-    """Frames through a :class:`vde.plug.VdePlug`; waits with ``poll`` on the plug and an eventfd."""
+    """Frames through a :class:`vde.plug.VdePlug`; waits with ``poll`` on the plug, its control
+    stream and an eventfd.  ``compiled`` chooses the PlugIO (see :func:`plugio_module`)."""
 
-    def __init__(self, locator, description="lwstack", timeout=5.0):
+    def __init__(self, locator, description="lwstack", timeout=5.0, compiled=None):
+        module = plugio_module(compiled)
         self.plug = open_plug(locator, description=description, timeout=timeout)
         self.max_frame = getattr(self.plug, "max_frame", 9234)
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._poller = select.poll()
-        self._poller.register(self.plug.fileno(), select.POLLIN)
-        self._poller.register(self.plug.control_fileno(), select.POLLIN)
-        self._poller.register(self._wake_fd, select.POLLIN)
-        self.link_down = False
+        #: The frame mover (compiled or pure); its counters are the phy's statistics.
+        self.io = io = module.PlugIO(self.plug.fileno(), self.plug.control_fileno(),
+                                     self._wake_fd, self.max_frame)
+        #: True when the compiled PlugIO moves the frames.
+        self.compiled = module is not _pure
+        # The reactor calls these per batch: bound straight to the PlugIO, no wrapper frame.
+        #: ``wait(timeout)``: block until a frame, a wake-up, the switch hanging up, or
+        #: ``timeout`` seconds (None: no limit).
+        self.wait = io.wait
+        #: ``send(frame)``: send one frame; False if it was dropped (full queue, switch gone).
+        self.send = io.send
+        #: ``send_batch(frames)``: send a list of frames in order; return how many dropped.
+        self.send_batch = io.send_batch
+        #: ``receive()``: every frame waiting in the socket, up to 256 (``recv_batch``'s limit).
+        self.receive = io.recv_batch
 
-    def send(self, frame):
-        """Send one frame; False if it was dropped (full queue, or the switch is gone)."""
-        if self.link_down:
-            return False
-        try:
-            return self.plug.send(frame)
-        except ConnectionError:
-            self.link_down = True
-            return False
+    @property
+    def link_down(self):
+        """True once the switch dropped us (EOF on the control stream) or vanished."""
+        return bool(self.io.hangup or self.io.gone)
 
-    def receive(self):
-        """Every frame waiting in the socket (up to a batch)."""
-        return self.plug.recv_batch(256)
-
-    def wait(self, timeout):
-        """Block until a frame, a wake-up, or ``timeout`` seconds."""
-        millis = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-        for fd, _events in self._poller.poll(millis):
-            if fd == self._wake_fd:
-                try:
-                    os.eventfd_read(self._wake_fd)
-                except BlockingIOError:
-                    pass
-            elif fd == self.plug.control_fileno():
-                # EOF on the control stream: the switch went away (vde-protocol.md).
-                self.link_down = True
-                self._poller.unregister(fd)
+    def stats(self):
+        """Frames and system calls counted by the PlugIO."""
+        io = self.io
+        return {name: getattr(io, name) for name in (
+            "rx_frames", "rx_oversize", "tx_frames", "tx_dropped", "tx_invalid",
+            "recv_calls", "send_calls", "poll_calls")}
 
     def wake(self):
         """Interrupt :meth:`wait` from another thread."""
@@ -57,6 +84,6 @@ class PlugPhy:
 
     def close(self):
         """Release the switch port."""
+        self.io.close()
         self.plug.close()
         os.close(self._wake_fd)
-
