@@ -246,7 +246,7 @@ def recv_to_eof(sock):
         total += len(data)
 
 
-@pytest.mark.parametrize("seed", seeds(3))
+@pytest.mark.parametrize("seed", seeds(4))
 @pytest.mark.parametrize("loss", LOSS_RATES)
 def test_ten_megabytes_byte_exact(loss, seed):
     """The issue's case: 10 MB, byte-exact at 0-10 % loss with duplication and reordering;
@@ -267,6 +267,17 @@ def test_ten_megabytes_byte_exact(loss, seed):
     assert no_unroutable_segments(a, b)
 
 
+@pytest.mark.parametrize("seed", seeds(1))
+@pytest.mark.parametrize("loss", [0.01, 0.05])
+def test_ten_megabytes_flow_controlled_both_ways(loss, seed):
+    """10 MB one way and 5 MB back at once through 128 KiB buffers: the windows, not the
+    buffers, pace the transfer (non-blocking sockets and the event loop)."""
+    net, a, b = network(500 + seed, loss, **MESS)
+    pairs = connect_many(net, a, b, buf=65536)
+    transfer(net, pairs, [10 * MB], seed, both_ways=True)
+    assert no_unroutable_segments(a, b)
+
+
 #: Transfer variants for the many-seed runs: (name, transfer options, network options).
 VARIANTS = [
     ("cubic", {"cc": "cubic"}, {}),
@@ -281,7 +292,7 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("seed", seeds(4))
+@pytest.mark.parametrize("seed", seeds(8))
 @pytest.mark.parametrize("loss", LOSS_RATES)
 @pytest.mark.parametrize("name,options,net_options", VARIANTS, ids=[v[0] for v in VARIANTS])
 def test_one_megabyte_many_seeds(name, options, net_options, loss, seed):
