@@ -41,6 +41,7 @@ from cpython.list cimport PyList_New
 from libc.errno cimport errno, EAGAIN, EINTR, ENOBUFS, ECONNREFUSED, ECONNRESET, ENOTCONN, EPIPE
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport calloc, free
+from libc.string cimport memset
 
 
 cdef extern from "<sys/uio.h>" nogil:
@@ -97,8 +98,11 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t c_read "read"(int fd, void *buf, size_t count)
 
 
+cdef enum:
+    VLEN_C = 16
+
 #: Frames taken by one recvmmsg / sent by one sendmmsg.  16 slots of 9235 bytes: 148 KiB a stack.
-VLEN = 16
+VLEN = VLEN_C
 #: :meth:`PlugIO.wait` result bits.
 READABLE = 1
 CONTROL = 2
@@ -106,7 +110,7 @@ WOKEN = 4
 #: Smallest frame the switch accepts (destination, source, EtherType).
 MIN_FRAME = 14
 
-cdef int _VLEN = VLEN
+cdef int _VLEN = VLEN_C
 cdef int _SEND_FLAGS = MSG_DONTWAIT | MSG_NOSIGNAL
 
 
@@ -129,9 +133,6 @@ cdef class PlugIO:
     cdef char *buffers
     cdef iovec *recv_iov
     cdef mmsghdr *recv_msgs
-    cdef iovec *send_iov
-    cdef mmsghdr *send_msgs
-    cdef Py_buffer *views
     cdef readonly int data_fd
     #: errno that showed the switch is gone (0 while it is there).
     cdef readonly int gone
@@ -165,27 +166,18 @@ cdef class PlugIO:
         self.buffers = <char *> calloc(_VLEN, self.slot_size)
         self.recv_iov = <iovec *> calloc(_VLEN, sizeof(iovec))
         self.recv_msgs = <mmsghdr *> calloc(_VLEN, sizeof(mmsghdr))
-        self.send_iov = <iovec *> calloc(_VLEN, sizeof(iovec))
-        self.send_msgs = <mmsghdr *> calloc(_VLEN, sizeof(mmsghdr))
-        self.views = <Py_buffer *> calloc(_VLEN, sizeof(Py_buffer))
-        if (not self.buffers or not self.recv_iov or not self.recv_msgs or not self.send_iov
-                or not self.send_msgs or not self.views):
+        if not self.buffers or not self.recv_iov or not self.recv_msgs:
             raise MemoryError()
         for i in range(_VLEN):
             self.recv_iov[i].iov_base = self.buffers + i * self.slot_size
             self.recv_iov[i].iov_len = self.slot_size
             self.recv_msgs[i].msg_hdr.msg_iov = &self.recv_iov[i]
             self.recv_msgs[i].msg_hdr.msg_iovlen = 1
-            self.send_msgs[i].msg_hdr.msg_iov = &self.send_iov[i]
-            self.send_msgs[i].msg_hdr.msg_iovlen = 1
 
     def __dealloc__(self):
         free(self.buffers)
         free(self.recv_iov)
         free(self.recv_msgs)
-        free(self.send_iov)
-        free(self.send_msgs)
-        free(self.views)
 
     def wait(self, timeout):
         """Block until the data socket is readable, the control stream shows an event, the
@@ -196,7 +188,7 @@ cdef class PlugIO:
         cdef timespec *tsp = NULL
         cdef double seconds
         cdef int n, result = 0
-        cdef uint64_t counter
+        cdef uint64_t counter = 0
         if timeout is not None:
             seconds = timeout
             if seconds < 0:
@@ -261,7 +253,7 @@ cdef class PlugIO:
         the switch is gone).  ``ValueError`` for a frame outside ``14..max_frame`` bytes."""
         cdef Py_buffer view
         cdef ssize_t sent
-        cdef int err
+        cdef int err = 0
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
             if view.len < MIN_FRAME or view.len > self.max_frame:
@@ -291,29 +283,38 @@ cdef class PlugIO:
         ``sendmmsg``; return how many were dropped.  Dropped and counted: frames outside
         ``14..max_frame`` bytes (``tx_invalid``: the reactor must not die of one bad frame),
         frames meeting a full queue and, once the switch is gone, the rest (``tx_dropped``)."""
+        # The scratch arrays live on the C stack: send_batch may be called from any thread
+        # holding the stack's lock, and never shares state with recv_batch.
+        cdef iovec send_iov[VLEN_C]
+        cdef mmsghdr send_msgs[VLEN_C]
+        cdef Py_buffer views[VLEN_C]
         cdef Py_ssize_t count = len(frames)
         cdef Py_ssize_t start = 0, dropped = 0, length
         cdef int chunk, got, queued, i, r, done, err
+        memset(send_msgs, 0, sizeof(send_msgs))
+        for i in range(VLEN_C):
+            send_msgs[i].msg_hdr.msg_iov = &send_iov[i]
+            send_msgs[i].msg_hdr.msg_iovlen = 1
         while start < count:
             chunk = _VLEN if count - start > _VLEN else <int>(count - start)
             got = 0
             queued = 0
             try:
                 for i in range(chunk):
-                    PyObject_GetBuffer(frames[start + i], &self.views[got], PyBUF_SIMPLE)
+                    PyObject_GetBuffer(frames[start + i], &views[got], PyBUF_SIMPLE)
                     got += 1
-                    length = self.views[got - 1].len
+                    length = views[got - 1].len
                     if length < MIN_FRAME or length > self.max_frame:
                         self.tx_invalid += 1
                         dropped += 1
                         continue
-                    self.send_iov[queued].iov_base = self.views[got - 1].buf
-                    self.send_iov[queued].iov_len = length
+                    send_iov[queued].iov_base = views[got - 1].buf
+                    send_iov[queued].iov_len = length
                     queued += 1
                 done = 0
                 while done < queued and not self.gone:
                     self.send_calls += 1
-                    r = sendmmsg(self.data_fd, &self.send_msgs[done], queued - done, _SEND_FLAGS)
+                    r = sendmmsg(self.data_fd, &send_msgs[done], queued - done, _SEND_FLAGS)
                     if r > 0:
                         done += r
                         self.tx_frames += r
@@ -334,7 +335,7 @@ cdef class PlugIO:
                     dropped += queued - done
             finally:
                 for i in range(got):
-                    PyBuffer_Release(&self.views[i])
+                    PyBuffer_Release(&views[i])
             start += chunk
         return dropped
 
