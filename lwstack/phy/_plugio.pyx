@@ -191,7 +191,7 @@ cdef class PlugIO:
         cdef uint64_t counter = 0
         if timeout is not None:
             seconds = timeout
-            if seconds < 0:
+            if not seconds >= 0:          # negative, or NaN
                 seconds = 0
             if seconds > 86400.0:
                 seconds = 86400.0

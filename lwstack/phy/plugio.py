@@ -73,7 +73,7 @@ class PlugIO:
         if timeout is None:
             millis = -1
         else:
-            millis = 0 if timeout <= 0 else min(int(timeout * 1000 + 0.999), 86_400_000)
+            millis = min(int(timeout * 1000 + 0.999), 86_400_000) if timeout > 0 else 0
         self.poll_calls += 1
         result = 0
         for fd, _events in self._poller.poll(millis):

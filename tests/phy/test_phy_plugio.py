@@ -184,9 +184,12 @@ def test_control_hangup_is_reported_once(wire, module):
     assert w.io.wait(0) == 0                 # EOF stays readable, but is no longer polled
 
 
-def test_negative_timeout_is_a_poll(wire):
+@pytest.mark.parametrize("timeout", [-3.0, float("-inf"), float("nan"), 0])
+def test_timeouts_that_are_not_positive_poll_once(wire, timeout):
     w = wire()
-    assert w.io.wait(-3.0) == 0
+    assert w.io.wait(timeout) == 0
+    w.switch.send(frame(1))
+    assert w.io.wait(timeout) == 1
 
 
 def test_vanished_switch_sets_gone_and_drops_quietly(wire):
