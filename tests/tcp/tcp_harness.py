@@ -523,3 +523,17 @@ def state_of(peer, flow):
 
 __all__ = ["ANY", "Arrival", "Flow", "TcpPeer", "assert_segment", "conn_of", "cross_check",
            "flags_of", "state_of"]
+
+
+def reno_flow(peer, mss, isn, port=80):
+    """The classic loss-recovery setting (RFC 5681, RFC 6582): a passive flow with no SACK and
+    no window scaling, Reno congestion control, the stack sending ``mss``-byte segments."""
+    import socket as std
+    flow = peer.handshake_passive(port=port, isn=isn, mss=mss, wscale=-1, sack_permitted=False)
+    flow.sock.setsockopt(std.IPPROTO_TCP, std.TCP_CONGESTION, b"reno")
+    return flow
+
+
+def data_seq(flow, n, mss):
+    """The wire sequence number of the stack's ``n``-th data segment (0-based)."""
+    return flow.stack_nxt + n * mss

@@ -13,7 +13,7 @@ import socket as std
 import pytest
 
 from lwstack.sim import VirtualNetwork
-from tcp_harness import TcpPeer, conn_of
+from tcp_harness import TcpPeer, conn_of, data_seq, reno_flow
 
 MSS = 1000
 ISN = 1000
@@ -29,14 +29,12 @@ def peer():
 @pytest.fixture
 def flow(peer):
     """Established, the stack sends with a 1000-byte MSS into a 65535-byte window (unscaled)."""
-    flow = peer.handshake_passive(port=80, isn=ISN, mss=MSS, wscale=-1, sack_permitted=False)
-    flow.sock.setsockopt(std.IPPROTO_TCP, std.TCP_CONGESTION, b"reno")
-    return flow
+    return reno_flow(peer, MSS, ISN)
 
 
 def seg_seq(flow, n):
     """The wire sequence number of the stack's ``n``-th data segment (0-based)."""
-    return flow.stack_nxt + n * MSS
+    return data_seq(flow, n, MSS)
 
 
 def burst(peer, flow, first, count):

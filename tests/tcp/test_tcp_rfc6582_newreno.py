@@ -7,12 +7,11 @@ lwstack's "recover" is SND.NXT when recovery starts (one past the highest byte s
 FreeBSD's snd_recover): a full ACK is SEG.ACK >= recover, and a new fast retransmit needs the
 duplicate ACKs' SEG.ACK > recover.
 """
-import socket as std
 
 import pytest
 
 from lwstack.sim import VirtualNetwork
-from tcp_harness import TcpPeer, conn_of
+from tcp_harness import TcpPeer, conn_of, data_seq, reno_flow
 
 MSS = 1000
 ISN = 1000
@@ -26,14 +25,12 @@ def peer():
 
 @pytest.fixture
 def flow(peer):
-    flow = peer.handshake_passive(port=80, isn=ISN, mss=MSS, wscale=-1, sack_permitted=False)
-    flow.sock.setsockopt(std.IPPROTO_TCP, std.TCP_CONGESTION, b"reno")
-    return flow
+    return reno_flow(peer, MSS, ISN)
 
 
 def seg_seq(flow, n):
     """The wire sequence number of the stack's ``n``-th data segment (0-based)."""
-    return flow.stack_nxt + n * MSS
+    return data_seq(flow, n, MSS)
 
 
 def sent(peer):
