@@ -185,7 +185,7 @@ def report(frame):
     tcp = frame[14 + ihl:]
     sport, dport, seq, ack, offset, flags = struct.unpack("!HHIIBB", tcp[:14])
     print(json.dumps({"src": src, "dst": dst, "sport": sport, "dport": dport, "flags": flags,
-                      "options": options(tcp[20:(offset >> 4) * 4])}), flush=True)
+                      "seq": seq, "options": options(tcp[20:(offset >> 4) * 4])}), flush=True)
 
 print("ready", flush=True)
 done = False
@@ -561,7 +561,10 @@ def test_orderly_close_with_kernel_sends_no_rst(kernel_role, first, lwswitch, ke
     server = OURS if client == KERNEL else KERNEL
     assert [f for f in flags if f[1] & SYN] == [(client, SYN), (server, SYN | ACK)], flags
     assert not [f for f in flags if f[1] & RST], flags
-    assert sorted(src for src, bits in flags if bits & FIN) == sorted([KERNEL, OURS]), flags
+    # One FIN each way.  A retransmission of the same FIN (same sequence number) is one close:
+    # seen once in the pure build under CI, the kernel resending its FIN after 200 ms.
+    fins = {(s["src"], s["seq"]) for s in segments if s["flags"] & FIN}
+    assert sorted(src for src, _ in fins) == sorted([KERNEL, OURS]), flags
     counters = ns.counters("TcpOutRsts", "TcpEstabResets")
     assert counters == {"TcpOutRsts": 0, "TcpEstabResets": 0}, counters
 
