@@ -207,10 +207,10 @@ class Dhcp4Client:
             self._announces_left -= 1
             self._announce_at = (now + self.acd.announce_interval
                                  if self._announces_left > 0 else None)
-        if self._deadline is None or now < self._deadline:
-            return
-        handler = getattr(self, "_timer_" + self.state.replace("-", "_").lower())
-        handler(now)
+        # A timer may hand over to a state whose work is due at once (no answer to REQUEST:
+        # INIT, which sends a DISCOVER), hence the loop; every handler moves the deadline on.
+        while self._deadline is not None and now >= self._deadline:
+            getattr(self, "_timer_" + self.state.replace("-", "_").lower())(now)
 
     def receive(self, payload, src, now):
         """A datagram that arrived on UDP port 68 from IPv4 address ``src``."""
@@ -373,7 +373,7 @@ class Dhcp4Client:
 
     def _backoff(self, tries):
         """RFC 2131 section 4.1: 4 s doubling to 64 s, each +-1 s."""
-        return min(4.0 * 2 ** tries, 64.0) + self.rng.uniform(-1.0, 1.0)
+        return 4.0 * 2 ** min(tries, 4) + self.rng.uniform(-1.0, 1.0)
 
     def _check_address(self, lease, now):
         if self.acd is None or self.acd.probe_num <= 0:
