@@ -453,3 +453,63 @@ def test_bounds_must_be_positive():
         Slaac(stable, max_addresses=0)
     with pytest.raises(ValueError):
         slaac(make=lambda prefix, counter: b"short").start(0.0)
+
+
+# -- two nodes on one link ------------------------------------------------------------------------
+
+def simulate(nodes, until):
+    """Run Slaac instances on one virtual link: a DAD probe reaches every other node, which
+    either takes it as a conflict (its own tentative address) or, owning the address, answers
+    with an NA (to all-nodes, RFC 4861 7.2.4) that the prober receives."""
+    log = []
+    while True:
+        times = [n.poll_at() for n in nodes if n.poll_at() is not None]
+        if not times or min(times) > until:
+            return log
+        now = min(times)
+        for node in nodes:
+            if node.poll_at() == now:
+                node.poll(now)
+        for node in nodes:
+            records, node.outbox = node.outbox, []
+            for record in records:
+                log.append((now, nodes.index(node), record))
+                if record[0] != "ns":
+                    continue
+                for other in nodes:
+                    if other is node or other.receive_ns(record.target, record.src, now,
+                                                         record.nonce):
+                        continue
+                    if record.target in [addr for addr, _, _ in other.usable()]:
+                        node.receive_na(record.target, now)
+
+
+def test_two_nodes_with_one_hardware_identifier():
+    first, second = slaac(make=eui64, seed=1), slaac(make=eui64, seed=2)
+    first.start(0.0)
+    simulate([first, second], 5.0)
+    second.start(10.0)
+    log = simulate([first, second], 30.0)
+    assert first.link_local == ll(eui64) and not first.disabled
+    assert second.disabled and second.addresses == {}
+    assert (1, ("disabled", "duplicate link-local address")) in [(n, r) for _, n, r in log]
+
+
+def test_two_nodes_probing_one_address_at_once_the_later_one_moves():
+    def colliding(secret):
+        def make(prefix, counter):
+            if counter == 0:
+                return stable(prefix, 0)
+            return prefix[:8] + hashlib.sha256(prefix + bytes([counter]) + secret).digest()[:8]
+        return make
+    nodes = [Slaac(colliding(b"a"), random.Random(1), router_solicit=False),
+             Slaac(colliding(b"b"), random.Random(2), router_solicit=False)]
+    for node in nodes:
+        node.start(0.0)
+    log = simulate(nodes, 30.0)
+    first_probe = {n: t for t, n, r in reversed(log) if r[0] == "ns"}
+    earlier, later = sorted(first_probe, key=first_probe.get)
+    assert nodes[earlier].link_local == ll()
+    assert nodes[later].link_local == colliding(b"ab"[later:later + 1])(
+        ndp.LINK_LOCAL_PREFIX, 1)
+    assert nodes[later].stats["dad_failed"] == 1 and nodes[earlier].stats["dad_failed"] == 0
