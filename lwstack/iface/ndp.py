@@ -45,6 +45,18 @@ any other state but INCOMPLETE, else round robin over all.  All lists are bounde
 Sans-IO: messages arrive as already-parsed fields (``RouterAdvert``, keyword arguments), time
 is the float ``now`` in seconds; solicitations are returned as ``(target, mac_or_None)`` and
 :func:`solicitation` turns one into an ``"ns"`` record the host can build a frame from.
+
+How a host drives it, with :mod:`lwstack.iface.slaac` and :mod:`lwstack.iface.mld` beside it:
+
+- send: ``hop = nd.next_hop(dst, now)`` (None: unreachable), then ``nd.cache.lookup(hop, now)``
+  and, without a MAC, ``nd.cache.enqueue(hop, packet, now)`` as with the ARP cache;
+- NS in: if ``slaac.receive_ns(...)`` is True (a tentative target) stop; else
+  ``nd.receive_ns(src, slla, now)`` and answer with an NA when the target is ours;
+- NA in: if ``slaac.receive_na(...)`` is True stop; else ``nd.receive_na(...)``;
+- RA in: ``nd.receive_ra(ra, now)`` and ``slaac.receive_ra(ra, now)``; Redirect in:
+  ``nd.receive_redirect(...)``; a TCP ACK for new data: ``nd.cache.confirm(hop, now)``;
+- timers: ``nd.poll(now)`` gives requests (send :func:`solicitation` of each) and failed
+  packets (ICMPv6 destination unreachable, code 3 "address unreachable").
 """
 import collections
 import math
