@@ -366,6 +366,7 @@ class FragmentReassembler:
         """Turn ``datagram`` into a tombstone: its data is freed, later fragments dropped."""
         self.memory -= datagram.cost
         datagram.cost = 0
+        datagram.received = 0
         datagram.starts = []
         datagram.pieces = []
         datagram.first = None

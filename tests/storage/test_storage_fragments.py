@@ -12,6 +12,7 @@ import struct
 
 import dpkt
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from lwstack.storage.fragments import (DEFAULT_FRAGMENT_COST, Expired, FragmentReassembler,
                                        FragmentationNeeded, ParamProblem, Reassembled,
@@ -691,3 +692,49 @@ def test_constructor_checks_bounds():
         FragmentReassembler(max_fragments=0)
     with pytest.raises(ValueError):
         FragmentReassembler(timeout_v6=0)
+
+
+# -- arbitrary input -------------------------------------------------------------------------
+
+_fragment = st.tuples(
+    st.sampled_from([4, 6]),                    # family
+    st.integers(0, 2),                          # identification
+    st.integers(0, 12).map(lambda k: 8 * k),    # offset
+    st.sampled_from([0, 1, 5, 8, 16, 24]),      # size
+    st.booleans(),                              # more fragments
+    st.floats(0, 5),                            # time step
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_fragment, max_size=40), st.integers(1, 6), st.integers(1, 4))
+def test_arbitrary_fragments_keep_the_books_straight(fragments, max_fragments, max_datagrams):
+    """Whatever arrives: no exception, the bounds hold, memory is the sum of what is held,
+    and anything handed back is a contiguous run of the sender's bytes."""
+    cost = 16
+    r = FragmentReassembler(max_memory=4 * (16 + cost), max_fragments=max_fragments,
+                            max_datagrams=max_datagrams, fragment_cost=cost,
+                            timeout_v4=6.0, timeout_v6=9.0)
+    now = 0.0
+    for family, ident, offset, size, more, step in fragments:
+        now += step
+        r.poll(now)
+        body = data(offset + size)[offset:]
+        if family == 4:
+            done = r.add_v4(SRC4, DST4, UDP, ident, offset, more, body, now)
+        else:
+            done = r.add_v6(SRC6, DST6, ident, offset, more, UDP, body, now)
+        if done is not None:
+            assert done.payload == data(len(done.payload))
+        held = [d for table in (r._v4, r._v6) for d in table.values()]
+        assert len(held) == len(r) <= max_datagrams
+        assert r.memory == sum(d.cost for d in held) <= r.max_memory
+        for d in held:
+            assert len(d.pieces) <= max_fragments
+            assert d.cost == sum(end - start + cost for start, end, _ in d.pieces)
+            assert d.received == sum(end - start for start, end, _ in d.pieces)
+            assert all(a[1] <= b[0] for a, b in zip(d.pieces, d.pieces[1:]))
+            if d.dead:
+                assert not d.pieces and d.first is None
+    r.poll(now + 10.0)
+    check_empty(r)
