@@ -98,8 +98,8 @@ class Lookup:
     """One resolution the caller asked for; the handle ``resolve`` returns.
 
     When ``done``: ``error`` is None and ``addresses`` (4/16-byte bytes, in the order of the
-    asked types) or ``names`` (the data of other types: PTR and CNAME names) hold the answer, with ``canonical`` the name at the end of
-    the CNAME chain; or ``error`` is one of the ``EAI_*`` constants (``nodata`` tells NODATA
+    asked types) or ``names`` (the data of other types, e.g. PTR names) hold the answer, with
+    ``canonical`` the name at the end of the CNAME chain; or ``error`` is one of the ``EAI_*`` constants (``nodata`` tells NODATA
     from NXDOMAIN).  ``source`` says where the answer came from: "literal", "hosts", "cache"
     or "dns" (the last step that was needed).
     """
