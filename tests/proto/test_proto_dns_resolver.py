@@ -863,3 +863,50 @@ def test_against_our_server_with_a_lost_query(lan):
     lookup = loop.run(loop.resolver.resolve("web.lan", TYPE_A, 0.0))
     assert lookup.addresses == [ip("10.0.0.5")]
     assert loop.now == pytest.approx(5.002)        # one timeout, then the retry's round trip
+
+
+# ------------------------------------------------------------------ against real dnsmasq
+
+@pytest.fixture
+def dnsmasq(tmp_path):
+    netns = pytest.importorskip("dns_netns")
+    reason = netns.missing()
+    if reason:
+        pytest.skip(reason)
+    with netns.Dnsmasq(str(tmp_path)):
+        yield netns
+
+
+def test_dnsmasq_search_cname_and_both_families(dnsmasq):
+    r = dnsmasq.resolver()
+    lookup = dnsmasq.resolve_in(r, lambda now: r.resolve("www", (TYPE_A, TYPE_AAAA), now))
+    assert lookup.error is None and lookup.canonical == "web.lan"
+    assert lookup.addresses == [ip("10.77.0.5"), ip("fd77::5")]
+    # dnsmasq's --local-ttl=30: the second lookup comes from the cache.
+    again = dnsmasq.resolve_in(r, lambda now: r.resolve("www.lan", TYPE_A, now))
+    assert again.source == "cache" and again.addresses == [ip("10.77.0.5")]
+
+
+def test_dnsmasq_negative_answers(dnsmasq):
+    r = dnsmasq.resolver()
+    nx = dnsmasq.resolve_in(r, lambda now: r.resolve("nope.lan", TYPE_A, now))
+    assert nx.error == EAI_NONAME and not nx.nodata
+    nodata = dnsmasq.resolve_in(r, lambda now: r.resolve("txt.lan", TYPE_AAAA, now))
+    assert nodata.error == EAI_NONAME and nodata.nodata
+    # No upstream servers: dnsmasq REFUSES other names, which is "try again" for getaddrinfo.
+    refused = dnsmasq.resolve_in(r, lambda now: r.resolve("www.example.com", TYPE_A, now))
+    assert refused.error == EAI_AGAIN
+
+
+def test_dnsmasq_truncation_and_tcp(dnsmasq):
+    r = dnsmasq.resolver()
+    lookup = dnsmasq.resolve_in(r, lambda now: r.resolve("big.lan", TYPE_A, now))
+    assert sorted(lookup.addresses) == sorted(ip(f"10.77.1.{i}") for i in range(1, 101))
+    assert r.stats["query.tcp"] == 1
+
+
+def test_dnsmasq_reverse(dnsmasq):
+    r = dnsmasq.resolver()
+    v4 = dnsmasq.resolve_in(r, lambda now: r.resolve_address(ip("10.77.0.5"), now))
+    v6 = dnsmasq.resolve_in(r, lambda now: r.resolve_address(ip("fd77::5"), now))
+    assert v4.names == ["web.lan"] and v6.names == ["web.lan"]
