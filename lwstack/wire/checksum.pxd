@@ -16,3 +16,6 @@ cpdef unsigned int internet_checksum(data, unsigned long initial=*)
 
 @cython.locals(total="unsigned long")
 cpdef unsigned long pseudo_header_sum(const unsigned char[:] src, const unsigned char[:] dst, int protocol, Py_ssize_t length)
+
+@cython.locals(total="unsigned long", i=Py_ssize_t)
+cpdef unsigned long pseudo_header_sum6(const unsigned char[:] src, const unsigned char[:] dst, int next_header, unsigned long length)
