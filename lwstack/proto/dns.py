@@ -279,6 +279,8 @@ class Resolver:
         A and/or AAAA for addresses, or PTR, CNAME, ...); returns a :class:`Lookup`."""
         if isinstance(qtypes, int):
             qtypes = (qtypes,)
+        if not qtypes:
+            raise ValueError("no record type to resolve")
         lookup = Lookup(name, tuple(qtypes), callback)
         literal = _literal(name)
         if literal is not None:

@@ -8,6 +8,7 @@ import ipaddress
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lwstack.proto.dns import (EAI_AGAIN, EAI_FAIL, EAI_NONAME, Resolver, TcpClose, TcpQuery,
                                UdpSend)
@@ -532,6 +533,30 @@ def test_mismatched_answers_are_ignored():
                          else 32768, good, 0.1)
     assert answer(r, send, good, 0.2)
     assert lookup.addresses == [ip("10.0.0.1")]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=300), max_size=5), st.integers(0, 0xFFFF))
+def test_garbage_never_raises_and_never_answers(datagrams, bits):
+    r = make()
+    lookup = r.resolve("web.example.com", (TYPE_A, TYPE_AAAA), 0.0)
+    sends = take(r)
+    for i, data in enumerate(datagrams):
+        send = sends[i % 2]
+        # Garbage, or garbage behind the right id and the right question.
+        query = send.payload
+        forged = query[:2] + bytes([0x81 | (bits & 0x7E), bits >> 8]) + query[4:12] + data
+        answer(r, send, data, 0.1)
+        answer(r, send, forged, 0.1)
+    assert not lookup.done
+    while not lookup.done:
+        r.poll(r.poll_at())
+    assert lookup.error == EAI_AGAIN
+
+
+def test_resolve_needs_a_type():
+    with pytest.raises(ValueError):
+        make().resolve("x.example.com", (), 0.0)
 
 
 def test_question_matching_ignores_case():

@@ -9,6 +9,7 @@ import subprocess
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lwstack.proto.dns import TcpClose, TcpQuery, UdpSend
 from lwstack.proto.dns_server import DnsServer, TcpReply, hash_address
@@ -322,6 +323,24 @@ def test_short_garbage_and_responses_get_nothing(server):
 def test_queries_we_do_not_serve(server, msg, rcode):
     reply = raw(server, msg.emit())
     assert reply.id == 1 and reply.rcode == rcode
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300), st.booleans())
+def test_garbage_never_raises(data, tcp):
+    s = DnsServer(zones=["lan"], upstreams=[U1], rng=random.Random(1))
+    s.add_host("web.lan", ["10.0.0.5"])
+    if tcp:
+        s.receive_tcp_client("c", data, 0.0)
+        s.receive_tcp_client("c", dns.frame_tcp(data), 0.0)
+    else:
+        s.receive(CLIENT, 40000, US, 53, data, 0.0)
+    for record in take(s):
+        payload = dns.unframe_tcp(record.payload)[0] if tcp else record.payload
+        if record.kind == "udp" and record.dst_addr == U1:
+            continue                                # a well-formed query, forwarded
+        reply = Message.parse(payload)              # whatever we send back parses
+        assert reply.qr and reply.id == int.from_bytes(data[:2].ljust(2, b"\0"), "big")
 
 
 def test_other_ports_are_not_ours(server):
