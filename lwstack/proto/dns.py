@@ -21,7 +21,9 @@ Design note.  Four layers, each a small object:
   (RFC 6891 section 7).  TC=1 repeats the question over TCP to the same server.
 - Every try has a fresh random 16-bit id and a fresh random source port (RFC 5452 section
   9.2): the resolver picks the port from ``port_range`` with its ``rng``, skipping ports that
-  ``port_busy(port)`` (a host callback) reports as taken.  An answer is accepted only from the
+  ``port_busy(port)`` (a host callback: its socket table, and a DNS server's forwarding
+  ports if it runs one) reports as taken.  The default ``rng`` is ``random.SystemRandom``
+  (ids and ports must be unpredictable); tests pass a seeded ``random.Random``.  An answer is accepted only from the
   server address and port the try went to, on the try's port, with its id, QR set, opcode
   QUERY and the same single question (case-insensitively); everything else is counted in
   ``stats`` and ignored.  Answers to earlier tries of the same transaction stay acceptable
@@ -35,6 +37,9 @@ Design note.  Four layers, each a small object:
   min(SOA TTL, SOA MINIMUM) capped at ``max_negative_ttl`` (RFC 2308 section 5); negative
   answers without an SOA are not cached (ibid.).  Least recently used entries are evicted
   beyond ``cache_size``.  Only records on the chain from the question are cached.
+- Bounds: ``max_lookups`` pending lookups (beyond: EAI_AGAIN at once), ``cache_size``
+  entries, ``max_servers`` servers (3, MAXNS), ``max_chain`` CNAME links, and per
+  transaction servers x attempts tries (plus one EDNS-less retry) and one TCP connection.
 
 Driving it (the host):
 
