@@ -203,3 +203,123 @@ def test_tcp_parser_on_arbitrary_options_with_a_valid_checksum(options, payload,
     assert_sane_tcp(seg, data)
     if seg is not None:
         assert seg.header_len == 20 + len(options) and bytes(seg.payload) == payload
+
+
+# -- IPv6 and ICMPv6 -------------------------------------------------------------------------
+
+SRC6 = bytes.fromhex("fe800000000000000000000000000001")
+DST6 = bytes.fromhex("fe800000000000000000000000000002")
+
+
+def valid_ipv6_packets():
+    from lwstack.wire import icmpv6, ipv6
+    from lwstack.wire.icmpv6 import (Dnssl, Mldv2Report, MulticastRecord, NeighborSolicitation,
+                                     PrefixInfo, Rdnss, Redirect, RouterAdvertisement)
+    ra = RouterAdvertisement(64, True, False, 1800, 30000, 1000, 1, MAC, 1500,
+                             (PrefixInfo(bytes(16), 64),), (Rdnss(60, (DST6,)),),
+                             (Dnssl(60, ("lan.example",)),)).emit(SRC6, ipv6.ALL_NODES)
+    ns = NeighborSolicitation(DST6, MAC, b"nonce!").emit(SRC6, ipv6.solicited_node(DST6))
+    redirect = Redirect(SRC6, DST6, MAC, bytes(48)).emit(SRC6, DST6)
+    report = Mldv2Report((MulticastRecord(4, ipv6.ALL_NODES, (SRC6,), bytes(4)),)).emit(SRC6)
+    echo = icmpv6.build_echo(128, 1, 2, b"ping", SRC6, DST6)
+    error = icmpv6.build_error(1, 4, ipv6.build_ipv6(DST6, SRC6, 17, bytes(16)), SRC6, DST6)
+    hbh = ipv6.build_router_alert_header(ipv6.NH_ICMPV6)
+    dstopts = bytes((ipv6.NH_FRAGMENT, 0, 0x1E, 2, 0, 0, 1, 0))
+    fragment = ipv6.build_fragment_header(ipv6.NH_UDP, 0, True, 7)
+    return [
+        ipv6.build_ipv6(SRC6, ipv6.ALL_NODES, ipv6.NH_ICMPV6, ra, 255),
+        ipv6.build_ipv6(SRC6, DST6, ipv6.NH_ICMPV6, ns, 255),
+        ipv6.build_ipv6(SRC6, DST6, ipv6.NH_ICMPV6, redirect, 255),
+        ipv6.build_ipv6(SRC6, ipv6.ALL_MLDV2_ROUTERS, ipv6.NH_HOPOPTS, hbh + report, 1),
+        ipv6.build_ipv6(SRC6, DST6, ipv6.NH_ICMPV6, echo),
+        ipv6.build_ipv6(SRC6, DST6, ipv6.NH_ICMPV6, error),
+        ipv6.build_ipv6(SRC6, DST6, ipv6.NH_DSTOPTS, dstopts + fragment + bytes(16)),
+    ]
+
+
+ipv6_mutations = st.tuples(st.sampled_from(valid_ipv6_packets()),
+                           st.lists(st.tuples(st.integers(0, 250), st.integers(0, 255)),
+                                    max_size=4),
+                           st.integers(0, 200))
+
+
+def ipv6_parse_everything(packet):
+    """Every IPv6-side parser over ``packet``, checking what parses is self-consistent."""
+    from lwstack.wire import icmpv6, ipv6
+    header = expect_wire_error_or_result(ipv6.parse_ipv6, packet)
+    if header is None:
+        return
+    end = header.total_len
+    assert end <= len(packet)
+    chain = expect_wire_error_or_result(ipv6.walk_extension_headers, packet, 40,
+                                        header.next_header, end)
+    if chain is None:
+        return
+    assert 40 <= chain.offset <= end and 6 <= chain.nh_field < chain.offset
+    if chain.fragment is not None:
+        assert chain.fragment.data_offset == chain.offset
+        return
+    if chain.protocol != ipv6.NH_ICMPV6:
+        return
+    message = packet[chain.offset:end]
+    expect_wire_error_or_result(icmpv6.parse_icmpv6, message, header.src, header.dst)
+    if len(message) < 8:
+        return
+    # Past the checksum, as if it were right, so that mutations reach the body parsers.
+    icmp_type, rest = message[0], int.from_bytes(message[4:8], "big")
+    body = message[8:]
+    if icmp_type in icmpv6.ND_TYPES:
+        record = expect_wire_error_or_result(icmpv6.parse_nd_message, icmp_type, rest, body)
+        if record is not None:
+            expect_wire_error_or_result(icmpv6.check_nd, record, message[1], header.hop_limit,
+                                        header.src, header.dst)
+            record.emit(header.src, header.dst)       # what parsed builds again
+    expect_wire_error_or_result(icmpv6.parse_mldv2_report, rest, body)
+    expect_wire_error_or_result(icmpv6.parse_mld_query, rest, body)
+    expect_wire_error_or_result(icmpv6.parse_quote, body)
+
+
+@FUZZ
+@given(st.binary(max_size=160), st.integers(0, 60), st.integers(0, 255))
+def test_ipv6_parsers_on_arbitrary_bytes(data, offset, next_header):
+    from lwstack.wire import icmpv6, ipv6
+    expect_wire_error_or_result(ipv6.parse_ipv6, data, offset)
+    chain = expect_wire_error_or_result(ipv6.walk_extension_headers, data, offset, next_header,
+                                        None, 0)
+    if chain is not None and chain.offset != offset:      # it stepped over headers
+        assert offset < chain.offset <= len(data)
+    expect_wire_error_or_result(ipv6.parse_fragment_header, data, offset)
+    expect_wire_error_or_result(icmpv6.parse_icmpv6, data, SRC6, DST6)
+    expect_wire_error_or_result(icmpv6.parse_quote, data)
+    expect_wire_error_or_result(lambda: list(icmpv6.iter_nd_options(data)))
+    for icmp_type in sorted(icmpv6.ND_TYPES):
+        expect_wire_error_or_result(icmpv6.parse_nd_message, icmp_type, next_header << 24,
+                                    data)
+    expect_wire_error_or_result(icmpv6.parse_mldv2_report, next_header, data)
+    expect_wire_error_or_result(icmpv6.parse_mld_query, next_header << 16, data)
+    ipv6_parse_everything(data)
+
+
+@FUZZ
+@given(ipv6_mutations)
+def test_ipv6_parsers_on_mutated_packets(case):
+    packet, flips, cut = case
+    data = mutated(packet, flips)[:max(0, len(packet) - cut)]
+    ipv6_parse_everything(data)
+    if len(data) >= 40:
+        # The same bytes with a consistent version and payload length, so that cut and
+        # mutated packets reach the extension-header walk and the ICMPv6 parsers.
+        repaired = bytearray(data)
+        repaired[0] = 0x60 | (repaired[0] & 0x0F)
+        repaired[4:6] = (len(data) - 40).to_bytes(2, "big")
+        ipv6_parse_everything(bytes(repaired))
+
+
+@FUZZ
+@given(st.binary(max_size=40), st.sampled_from(sorted(range(130, 138)) + [143]))
+def test_nd_parsers_on_arbitrary_options(options, icmp_type):
+    # Options with a valid checksum (built around them), so every byte reaches the options.
+    from lwstack.wire import icmpv6, ipv6
+    fixed = {133: 0, 134: 8, 135: 16, 136: 16, 137: 32}.get(icmp_type, 8)
+    message = icmpv6.build_icmpv6(icmp_type, 0, 0, bytes(fixed) + options, SRC6, DST6)
+    ipv6_parse_everything(ipv6.build_ipv6(SRC6, DST6, ipv6.NH_ICMPV6, message, 255))
