@@ -259,7 +259,7 @@ class Dhcp4Server:
                 and self._declined.get(binding.addr, now) <= now:
             return binding
         elif requested is not None and self._in_pool(requested) \
-                and self._usable(requested, key, now):
+                and requested not in self._reserved and self._usable(requested, key, now):
             candidate = requested
         elif only_requested:
             return None
