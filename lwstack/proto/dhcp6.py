@@ -208,15 +208,15 @@ class Dhcp6Client:
         if address not in self._addresses:
             self.stats["conflict_unknown_address"] += 1
             return
-        del self._addresses[address]
         declined = [address]
         if self.state == DECLINING:      # a second conflict: one DECLINE for both
             declined += self._exchange.addresses
         self.stats["declined"] += 1
-        if self._addresses:
-            self._event("renewed")
+        if len(self._addresses) == 1:
+            self._lose(now, "declined")  # the event lists the address
         else:
-            self._lose(now, "declined")
+            del self._addresses[address]
+            self._event("renewed")
         self.state = DECLINING
         self._begin(w.DECLINE, DECLINE_PARAMS, now, addresses=declined)
         self._fire(now)

@@ -546,7 +546,7 @@ def test_conflict_declines_the_only_address_and_solicits_again():
     assert decline.msg_type == w.DECLINE and decline.server_id == SERVER_B
     assert decline.ia_na == [w.IaNa(IAID, addresses=[w.IaAddress(ADDR1)])]
     [(kind, info)] = events(cl)
-    assert kind == "lost" and info.reason == "declined"
+    assert kind == "lost" and info.reason == "declined" and info.addresses[0].address == ADDR1
     cl.receive(answer(decline, status=w.StatusCode(w.STATUS_SUCCESS)), LL_B, t0 + 1.1)
     assert cl.state == c.SOLICITING
     [(t, solicit)] = advance(cl, t0 + 1.6)

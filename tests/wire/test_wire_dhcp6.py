@@ -277,6 +277,7 @@ def full_message():
 def test_full_round_trip_keeps_unknown_options_in_order():
     msg = full_message()
     assert w.parse_message(msg.emit()) == msg
+    assert msg.find_ia(2).status.code == w.STATUS_NO_ADDRS_AVAIL and msg.find_ia(3) is None
     assert msg.emit() == w.parse_message(msg.emit()).emit()
 
 
@@ -303,6 +304,8 @@ def test_duids():
         assert info.value.reason == "dhcp6_bad_duid"
     with pytest.raises(ValueError):
         w.duid_ll(b"\x01\x02")
+    with pytest.raises(ValueError):
+        w.duid_llt(b"\x01\x02", 0)
 
 
 def test_names():
