@@ -375,6 +375,9 @@ class RouterAdvertisement(NamedTuple):
 
     def emit(self, src, dst):
         """The message from ``src`` to ``dst``, checksummed."""
+        if not (0 <= self.hop_limit <= 0xFF and 0 <= self.router_lifetime <= 0xFFFF
+                and self.preference in (-1, 0, 1)):
+            raise ValueError("RA hop limit, router lifetime or preference out of range")
         flags = (0x80 if self.managed else 0) | (0x40 if self.other else 0) | \
             ({1: 0x08, -1: 0x18}.get(self.preference, 0))
         rest = (self.hop_limit << 24) | (flags << 16) | self.router_lifetime

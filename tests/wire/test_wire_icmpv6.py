@@ -435,6 +435,14 @@ def test_ra_flags_and_preference():
         assert message[5] == 0x80 | {1: 0x08, 0: 0, -1: 0x18}[preference]
 
 
+@pytest.mark.parametrize("field", [{"hop_limit": 256}, {"router_lifetime": 65536},
+                                   {"router_lifetime": -1}, {"preference": 2},
+                                   {"reachable_time": 1 << 32}])
+def test_ra_fields_out_of_range(field):
+    with pytest.raises((ValueError, struct.error)):
+        RouterAdvertisement(**field).emit(v.LL_B, ALL_NODES)
+
+
 def test_dnssl_encoding():
     option = Dnssl(1200, ("lan.example.", "a.b.c")).option()
     assert option == bytes((31, 4, 0, 0)) + (1200).to_bytes(4, "big") + \
