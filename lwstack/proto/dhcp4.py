@@ -46,7 +46,7 @@ without ARP; here it is always None.  The states, after RFC 2131 figure 5:
 import collections
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from lwstack.wire import WireError
 from lwstack.wire import dhcp4
@@ -106,8 +106,8 @@ class Lease:
     server_id: bytes
     routers: tuple
     dns: tuple
-    domain: object
-    mtu: object
+    domain: Optional[str]
+    mtu: Optional[int]
     routes: tuple
     lease_time: float
     t1: float
@@ -421,14 +421,15 @@ class Dhcp4Client:
             raise WireError("ack_without_lease_time")     # RFC 2131 table 3: MUST
         mask = msg.get(dhcp4.OPT_SUBNET_MASK)
         prefix_len = dhcp4.mask_to_prefix(mask) if mask else _classful(msg.yiaddr)
-        routers = msg.get(dhcp4.OPT_ROUTER, ())
-        classless = msg.get(dhcp4.OPT_CLASSLESS_ROUTES)
+        # A malformed optional option costs that option, not the lease.
+        routers = self._optional(msg, dhcp4.OPT_ROUTER, ())
+        classless = self._optional(msg, dhcp4.OPT_CLASSLESS_ROUTES, None)
         if classless is not None:
             routers = ()
             routes = classless
         else:
             routes = ((ANY, 0, routers[0]),) if routers else ()
-        mtu = msg.get(dhcp4.OPT_MTU)
+        mtu = self._optional(msg, dhcp4.OPT_MTU, None)
         if mtu is not None and mtu < 68:      # RFC 2132 section 5.1: at least 68
             mtu = None
         if lease_time == INFINITE:
@@ -442,9 +443,17 @@ class Dhcp4Client:
                 t2 = 0.875 * lease_time
         return Lease(address=bytes(msg.yiaddr), prefix_len=prefix_len,
                      server_id=self._server_id(msg, src) or self._server or ANY,
-                     routers=routers, dns=msg.get(dhcp4.OPT_DNS, ()),
-                     domain=msg.get(dhcp4.OPT_DOMAIN_NAME), mtu=mtu, routes=routes,
+                     routers=routers, dns=self._optional(msg, dhcp4.OPT_DNS, ()),
+                     domain=self._optional(msg, dhcp4.OPT_DOMAIN_NAME, None), mtu=mtu,
+                     routes=routes,
                      lease_time=lease_time, t1=t1, t2=t2, obtained=self._sent_first)
+
+    def _optional(self, msg, code, default):
+        try:
+            return msg.get(code, default)
+        except WireError as exc:
+            self.stats[f"ignored.{exc.reason}.{code}"] += 1
+            return default
 
     def _message(self, kind, now, ciaddr=ANY):
         # RFC 2131 table 5: 'secs' counts from the start of the exchange; 0 in DECLINE/RELEASE.

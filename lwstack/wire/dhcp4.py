@@ -236,6 +236,10 @@ def _parse_options(data, offset, end, chunks):
         offset += 2 + length
 
 
+def _mask(width):
+    return (0xFFFFFFFF << (32 - width)) & 0xFFFFFFFF
+
+
 def _dotted(addr):
     return ".".join(map(str, addr))
 
@@ -289,8 +293,7 @@ def _dec_routes(raw, code):
         if offset + 1 + significant + 4 > len(raw):
             raise WireError("dhcp4_bad_option", f"option {code}: truncated route")
         dest = int.from_bytes(raw[offset + 1:offset + 1 + significant].ljust(4, b"\0"), "big")
-        # RFC 3442 section 3: bits beyond the mask are zeroed by the client.
-        dest &= (0xFFFFFFFF << (32 - width)) & 0xFFFFFFFF
+        dest &= _mask(width)     # RFC 3442 section 3: bits beyond the mask are zeroed
         router = bytes(raw[offset + 1 + significant:offset + 5 + significant])
         routes.append((dest.to_bytes(4, "big"), width, router))
         offset += 5 + significant
@@ -344,8 +347,9 @@ def _enc_routes(value):
     for dest, width, router in value:
         if not 0 <= width <= 32:
             raise ValueError(f"invalid prefix length {width}")
+        masked = int.from_bytes(_enc_addr(dest), "big") & _mask(width)
         out.append(width)
-        out += dest[:(width + 7) // 8]
+        out += masked.to_bytes(4, "big")[:(width + 7) // 8]
         out += _enc_addr(router)
     return bytes(out)
 
@@ -398,4 +402,4 @@ def prefix_to_mask(prefix_len):
     """Prefix length 0..32 -> 4-byte netmask."""
     if not 0 <= prefix_len <= 32:
         raise ValueError(f"invalid IPv4 prefix length {prefix_len}")
-    return ((0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF).to_bytes(4, "big")
+    return _mask(prefix_len).to_bytes(4, "big")

@@ -312,7 +312,7 @@ def test_without_conflict_detection_the_ack_binds_at_once():
     assert [a[0] for a in take(client)] == ["bound"]
 
 
-def test_ack_without_lease_time_is_dropped():
+def test_unusable_acks_are_dropped():
     client = new_client()
     client.poll(0.0)
     _, _, discover = one_message(client, DISCOVER)
@@ -322,14 +322,33 @@ def test_ack_without_lease_time_is_dropped():
     del ack.options[dhcp4.OPT_LEASE_TIME]
     client.receive(ack.emit(), SERVER, 0.0)
     assert client.state == REQUESTING and client.stats["drop.ack_without_lease_time"] == 1
-    ack = DhcpMessage.parse(reply(request, ACK))
-    ack.options[dhcp4.OPT_ROUTER] = b"\x0a\x00\x00"             # malformed
-    client.receive(ack.emit(), SERVER, 0.0)
-    assert client.state == REQUESTING and client.stats["drop.dhcp4_bad_option"] == 1
+    for code, raw, reason in ((dhcp4.OPT_SUBNET_MASK, b"\xff\x00\xff\x00", "dhcp4_bad_mask"),
+                              (dhcp4.OPT_LEASE_TIME, b"\x01", "dhcp4_bad_option")):
+        ack = DhcpMessage.parse(reply(request, ACK))
+        ack.options[code] = raw
+        client.receive(ack.emit(), SERVER, 0.0)
+        assert client.state == REQUESTING and client.stats["drop." + reason] == 1
     client.receive(reply(request, ACK, server=OTHER_SERVER), OTHER_SERVER, 0.0)
     assert client.state == REQUESTING and client.stats["drop.other_server"] == 1
     client.receive(reply(request, ACK), SERVER, 0.0)
     assert client.state == PROBING
+
+
+def test_a_malformed_optional_option_costs_only_that_option():
+    client = new_client(acd=None)
+    client.poll(0.0)
+    _, _, discover = one_message(client, DISCOVER)
+    client.receive(reply(discover, OFFER), SERVER, 0.0)
+    _, _, request = one_message(client, REQUEST)
+    ack = DhcpMessage.parse(reply(request, ACK, dns=[SERVER]))
+    ack.options[dhcp4.OPT_ROUTER] = b"\x0a\x00\x00"
+    ack.options[dhcp4.OPT_DOMAIN_NAME] = "l\u00e4n".encode()
+    client.receive(ack.emit(), SERVER, 0.0)
+    lease = client.lease
+    assert client.state == BOUND and lease.dns == (SERVER,)
+    assert (lease.routers, lease.routes, lease.domain) == ((), (), None)
+    assert client.stats["ignored.dhcp4_bad_option.3"] == 1
+    assert client.stats["ignored.dhcp4_bad_option.15"] == 1
 
 
 # -- conflicts and DECLINE ----------------------------------------------------------------------
