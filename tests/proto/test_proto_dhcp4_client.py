@@ -616,7 +616,7 @@ def test_dnsmasq_gives_a_lease(tmp_path):
     depend on timing)."""
     from dhcp4_netns import LinkDriver, VethPair, packet_socket, require_root_and
     require_root_and("dnsmasq")
-    pair = VethPair("lwd4", "02:00:00:00:79:01", "02:00:00:00:79:02")
+    pair = VethPair(f"d4c{os.getpid() % 100000}", "02:00:00:00:79:01", "02:00:00:00:79:02")
     proc = None
     try:
         subprocess.run(["ip", "-n", pair.ns_a, "addr", "add", "198.18.79.1/24", "dev",
