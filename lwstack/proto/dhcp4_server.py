@@ -82,6 +82,9 @@ class Dhcp4Server:
     ``mtu``, ``routes`` (classless routes: ``(destination, prefix_len, gateway)``).  Times in
     seconds: ``lease_time`` (and optional ``t1``/``t2``, else the clients use 50 % / 87.5 %),
     ``offer_time``, ``decline_time``.  ``reservations``: MAC -> address.
+
+    ``bindings`` maps each known client (``("id", client_id)`` or ``("hw", mac)``) to its
+    :class:`Binding`; :meth:`active` lists the leases in force, e.g. for a DNS server.
     """
 
     def __init__(self, server_addr, prefix_len, pool_start, pool_end, *, routers=(), dns=(),

@@ -101,7 +101,7 @@ def bind(client, **ack_options):
     return client.lease
 
 
-# -- INIT and SELECTING ---------------------------------------------------------------------
+# -- INIT and SELECTING ------------------------------------------------------------------------
 
 def test_discover_is_broadcast_with_our_identity():
     client = new_client(fqdn="web.lan")
@@ -214,7 +214,7 @@ def test_request_retransmitted_then_back_to_init():
     assert again.xid != discover.xid and client.stats["request_timeout"] == 1
 
 
-# -- the ACK, conflict detection, BOUND ---------------------------------------------------------
+# -- the ACK, conflict detection, BOUND --------------------------------------------------------
 
 def test_ack_probes_then_binds_and_announces():
     client = new_client(seed=5)
@@ -351,7 +351,7 @@ def test_a_malformed_optional_option_costs_only_that_option():
     assert client.stats["ignored.dhcp4_bad_option.15"] == 1
 
 
-# -- conflicts and DECLINE ----------------------------------------------------------------------
+# -- conflicts and DECLINE ---------------------------------------------------------------------
 
 def test_conflict_while_probing_declines_and_waits_ten_seconds():
     client = new_client(seed=9)
@@ -482,7 +482,7 @@ def test_nak_while_renewing_loses_the_lease():
     assert dhcp4.OPT_REQUESTED_IP not in discover.options
 
 
-# -- NAK ------------------------------------------------------------------------------------------
+# -- NAK ---------------------------------------------------------------------------------------
 
 def test_nak_in_requesting_restarts_and_repeated_naks_back_off():
     client = new_client(seed=13)
@@ -503,7 +503,7 @@ def test_nak_in_requesting_restarts_and_repeated_naks_back_off():
     assert client.stats["nak"] == 4
 
 
-# -- INIT-REBOOT ----------------------------------------------------------------------------------
+# -- INIT-REBOOT -------------------------------------------------------------------------------
 
 def test_init_reboot_asks_for_the_previous_address():
     client = new_client(previous_address=ADDR)
@@ -539,7 +539,7 @@ def test_init_reboot_without_answer_falls_back_to_discover():
     assert 55 <= sent[-1][0] <= 64
 
 
-# -- RELEASE ----------------------------------------------------------------------------------------
+# -- RELEASE -----------------------------------------------------------------------------------
 
 def test_stop_releases_the_lease():
     client = new_client()
@@ -561,7 +561,7 @@ def test_stop_before_binding_sends_nothing():
     assert take(client) == [] and client.poll_at() is None
 
 
-# -- bad and foreign input ----------------------------------------------------------------------------
+# -- bad and foreign input ---------------------------------------------------------------------
 
 def test_garbage_and_foreign_replies_are_counted_and_dropped():
     client = new_client()
@@ -606,7 +606,7 @@ def test_states_are_the_rfc_names():
                                                              "RENEWING")
 
 
-# -- against dnsmasq ------------------------------------------------------------------------------
+# -- against dnsmasq ---------------------------------------------------------------------------
 
 def test_dnsmasq_gives_a_lease(tmp_path):
     """Debian's dnsmasq in one namespace, our client on an AF_PACKET socket in the other:

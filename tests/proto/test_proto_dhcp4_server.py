@@ -120,7 +120,7 @@ def lease_for(server, chaddr, now=0.0, xid=1, **kwargs):
     return one_reply(server, ACK)[2].yiaddr
 
 
-# -- udhcpc's messages ------------------------------------------------------------------------
+# -- udhcpc's messages -------------------------------------------------------------------------
 
 def test_offer_to_udhcpc_goes_to_yiaddr_at_its_mac():
     server = udhcpc_server()
@@ -179,7 +179,7 @@ def test_broadcast_flag_means_a_broadcast_answer_and_naks_are_always_broadcast()
     assert set(nak.options) == {53, 54}
 
 
-# -- choosing addresses (RFC 2131 4.3.1) --------------------------------------------------------
+# -- choosing addresses (RFC 2131 4.3.1) -------------------------------------------------------
 
 def test_two_clients_get_different_addresses_and_keep_them():
     server = small_server()
@@ -248,7 +248,7 @@ def test_pool_runs_out_then_expired_offers_and_oldest_free_leases_are_reused():
     assert server.stats["expired.offered"] == 2 and server.stats["pool_exhausted"] == 2
 
 
-# -- REQUEST (RFC 2131 4.3.2) -----------------------------------------------------------------
+# -- REQUEST (RFC 2131 4.3.2) ------------------------------------------------------------------
 
 def test_selecting_request_for_another_server_withdraws_our_offer():
     server = small_server()
@@ -305,7 +305,7 @@ def test_renewing_and_rebinding_extend_the_binding():
     assert server.bindings[("hw", mac(1))].state == SERVER_BOUND
 
 
-# -- DECLINE, RELEASE, INFORM ---------------------------------------------------------------------
+# -- DECLINE, RELEASE, INFORM ------------------------------------------------------------------
 
 def test_declined_address_is_set_aside_for_a_while():
     server = small_server(decline_time=600.0)
@@ -345,7 +345,7 @@ def test_inform_gets_options_without_a_lease():
     assert server.bindings == {}
 
 
-# -- configuration -------------------------------------------------------------------------------
+# -- configuration -----------------------------------------------------------------------------
 
 def test_reservations():
     server = small_server(reservations={mac(7): ip("10.0.0.50"), mac(8): ip("10.0.0.11")})
@@ -385,7 +385,7 @@ def test_mtu_and_classless_routes_only_when_asked():
     assert offer.get(26) == 1400 and len(offer.get(121)) == 2
 
 
-# -- bad input ------------------------------------------------------------------------------------
+# -- bad input ---------------------------------------------------------------------------------
 
 def test_garbage_and_unsupported_messages_are_counted_and_dropped():
     server = small_server()
@@ -429,7 +429,7 @@ def test_outbox_is_bounded():
     assert len(server.outbox) == 2 and server.stats["outbox_full"] == 3
 
 
-# -- our client and our server on a tiny LAN ---------------------------------------------------------
+# -- our client and our server on a tiny LAN ---------------------------------------------------
 
 FAST = ConflictDetection(probe_wait=0.5, probe_min=0.5, probe_max=1.0, announce_wait=1.0,
                          announce_interval=1.0)
@@ -596,7 +596,7 @@ def test_pool_running_out_on_the_lan():
     assert waiting[0].state == BOUND and waiting[0].lease.address == freed
 
 
-# -- against busybox udhcpc ---------------------------------------------------------------------
+# -- against busybox udhcpc --------------------------------------------------------------------
 
 def test_udhcpc_leases_from_our_server(tmp_path):
     """busybox udhcpc in one namespace, our server on an AF_PACKET socket in the other: the
