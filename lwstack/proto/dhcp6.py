@@ -183,7 +183,7 @@ class Dhcp6Client:
     # --- the host's API -------------------------------------------------------------------
 
     def start(self, now):
-        """Begin: the first SOLICIT or INFORMATION-REQUEST after a random delay."""
+        """Begin (once): the first SOLICIT or INFORMATION-REQUEST after a random delay."""
         if self.state != INIT:
             raise RuntimeError(f"start() in state {self.state}")
         if self.mode == "stateless":
@@ -204,7 +204,12 @@ class Dhcp6Client:
             self._exchange = None
 
     def conflict(self, address, now):
-        """The host's duplicate address detection failed for ``address``: DECLINE it."""
+        """The host's duplicate address detection failed for ``address``: DECLINE it.
+
+        The address leaves the lease at once ("renewed" without it, or "lost" when it was the
+        only one); after the DECLINE exchange the client goes on with what is left, or
+        solicits again.
+        """
         if address not in self._addresses:
             self.stats["conflict_unknown_address"] += 1
             return
@@ -317,9 +322,10 @@ class Dhcp6Client:
             mrt = self.inf_max_rt
         if ex.count == 0:
             ex.started = now
-            rand = self.rng.uniform(-0.1, 0.1)
             if ex.msg_type == w.SOLICIT:     # section 15: the first RT strictly above IRT
                 rand = self.rng.uniform(0.0, 0.1) or 0.1
+            else:
+                rand = self.rng.uniform(-0.1, 0.1)
             ex.rt = ex.irt + rand * ex.irt
         else:
             ex.rt = 2 * ex.rt + self.rng.uniform(-0.1, 0.1) * ex.rt

@@ -111,6 +111,8 @@ class Dhcp6Server:
         self.prefix = (bytes(prefix[0]), prefix[1]) if prefix is not None else None
         self.dns_servers = [bytes(a) for a in dns_servers]
         self.domains = [d.rstrip(".") for d in domains]
+        for domain in self.domains:
+            w.encode_name(domain)            # refuse a bad name here, not in every reply
         self.preferred_lifetime = preferred_lifetime
         self.valid_lifetime = valid_lifetime
         infinite = preferred_lifetime == w.INFINITY
@@ -319,19 +321,22 @@ class Dhcp6Server:
 
     # --- addresses ------------------------------------------------------------------------
 
+    def _complete(self, name):
+        """A host name without dots completed with our first domain (if it still fits)."""
+        if name and "." not in name and self.domains:
+            full = f"{name}.{self.domains[0]}"
+            if len(full) <= 253:           # 255 bytes in wire form
+                return full
+        return name
+
     def _name(self, msg):
         """The client's name from its FQDN option (completed if partial), or None."""
         if msg.fqdn is None or not msg.fqdn.name:
             return None
-        name = msg.fqdn.name
-        if "." not in name and self.domains:
-            name = f"{name}.{self.domains[0]}"
-        return name
+        return self._complete(msg.fqdn.name)
 
     def _fqdn_reply(self, fqdn):
-        name = fqdn.name
-        if "." not in name and self.domains and name:
-            name = f"{name}.{self.domains[0]}"
+        name = self._complete(fqdn.name)
         if self.register_names:
             flags = fqdn.flags & w.FQDN_S
         else:

@@ -333,6 +333,8 @@ def test_constructor_checks():
         s.Dhcp6Server(SERVER_DUID, max_leases=0)
     with pytest.raises(ValueError):
         s.Dhcp6Server(b"\x00")
+    with pytest.raises(ValueError):
+        s.Dhcp6Server(SERVER_DUID, domains=["caf\u00e9.lan"])
 
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -418,6 +420,14 @@ def test_fqdn_flags_in_replies():
     assert ask(registering, w.SOLICIT, ia_na=[ia()],
                fqdn=w.ClientFqdn(w.FQDN_S, "a.lan")).fqdn == w.ClientFqdn(w.FQDN_S, "a.lan")
     assert registering.leases[A("fd00::100")].fqdn == "a.lan"
+    # A partial name that the domain would make too long stays as it is.
+    long_domain = ".".join(["d" * 60] * 3) + "." + "e" * 30
+    srv = server(domains=[long_domain])
+    reply = ask(srv, w.SOLICIT, ia_na=[ia()], fqdn=w.ClientFqdn(0, "h" * 60, partial=True))
+    assert reply.fqdn == w.ClientFqdn(w.FQDN_N, "h" * 60, partial=True)
+    assert ask(srv, w.SOLICIT, client=2, ia_na=[ia()], fqdn=w.ClientFqdn(0, "h" * 10,
+                                                                          partial=True)).fqdn == (
+        w.ClientFqdn(w.FQDN_N, "h" * 10 + "." + long_domain))
 
 
 # --- whole lease lives: our client and our server ---------------------------------------------
