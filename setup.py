@@ -14,6 +14,7 @@ from setuptools.command.build_ext import build_ext
 HOT_MODULES = [
     "lwstack/wire/checksum.py",
     "lwstack/wire/ethernet.py",
+    "lwstack/wire/icmpv4.py",
     "lwstack/wire/ipv4.py",
     "lwstack/wire/tcp.py",
     "vde/core.py",

@@ -188,7 +188,11 @@ class Host:
             payload = packet[start:offset + header.total_len]
             self._udp_in(header, payload, broadcast, packet[offset:offset + header.total_len], now)
         elif header.protocol == PROTO_ICMP:
-            self._icmp_in(header, packet[start:offset + header.total_len], broadcast, now)
+            end = offset + header.total_len
+            if end > start and packet[start] == icmpv4.TYPE_ECHO_REQUEST and not broadcast:
+                self._answer_echo(header, packet[start:end], now)
+            else:
+                self._icmp_in(header, packet[start:end], broadcast, now)
         else:
             self._drop("ipv4_unknown_protocol")
             if not broadcast:
@@ -217,12 +221,13 @@ class Host:
                 self._send_icmp_error(icmpv4.TYPE_DEST_UNREACHABLE,
                                       icmpv4.CODE_PORT_UNREACHABLE, datagram, header, now)
 
-    def _icmp_in(self, header, message, broadcast, now):
-        icmp_type, code, rest, body = icmpv4.parse_icmpv4(message)
-        if icmp_type == icmpv4.TYPE_ECHO_REQUEST:
-            if broadcast:
-                self._drop("icmp_echo_broadcast")  # Linux's icmp_echo_ignore_broadcasts=1
-                return
+    def _answer_echo(self, header, request, now):
+        """Answer a unicast echo request.  While the requester's next hop is REACHABLE the
+        whole reply frame is built in one buffer (compiled); otherwise the reply takes the
+        general path (loopback, ARP resolution, ...)."""
+        link = self.link_header(header.dst, header.src, PROTO_ICMP, now)
+        if link is None or 20 + len(request) > self.mtu:
+            _type, _code, rest, body = icmpv4.parse_icmpv4(request)
             reply = icmpv4.build_echo(icmpv4.TYPE_ECHO_REPLY, rest >> 16, rest & 0xFFFF, body)
             try:
                 self._send_ipv4(header.dst, header.src, PROTO_ICMP, reply, self.default_ttl, now)
@@ -230,7 +235,17 @@ class Host:
                 self._drop("icmp_echo_too_big" if exc.errno == errno.EMSGSIZE
                            else "icmp_echo_unroutable")
                 return
-            self.stats["icmp_echo_replied"] += 1
+        else:
+            self._ident = ident = (self._ident + 1) & 0xFFFF
+            self._emit_frame(icmpv4.build_echo_reply_frame(link[0], ident, request))
+        self.stats["icmp_echo_replied"] += 1
+
+    def _icmp_in(self, header, message, broadcast, now):
+        icmp_type, code, rest, body = icmpv4.parse_icmpv4(message)
+        if icmp_type == icmpv4.TYPE_ECHO_REQUEST:
+            # Unicast requests take _answer_echo; broadcast ones are ignored like Linux's
+            # icmp_echo_ignore_broadcasts=1.
+            self._drop("icmp_echo_broadcast")
         elif icmp_type == icmpv4.TYPE_ECHO_REPLY:
             endpoint = self.echo.lookup(header.dst, rest >> 16)
             if endpoint is None or (endpoint.remote and endpoint.remote[0] != header.src):

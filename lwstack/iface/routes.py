@@ -22,11 +22,22 @@ class Route:
         return f"Route({addr_to_str(self.network.to_bytes(4, 'big'))}/{self.prefix_len}{via})"
 
 
-class RouteTable:
-    """Routes kept sorted by decreasing prefix length, so the first match is the longest."""
+#: Destinations whose lookup result is remembered (Linux's per-destination route cache idea).
+CACHE_LIMIT = 1024
 
-    def __init__(self):
+
+class RouteTable:
+    """Routes kept sorted by decreasing prefix length, so the first match is the longest.
+
+    Lookups are remembered per destination until the table changes (at most ``cache_limit``
+    destinations; the memory is dropped whole when full): answering a ping or sending a
+    datagram looks the route up every time, and a cached answer costs a dictionary lookup.
+    """
+
+    def __init__(self, cache_limit=CACHE_LIMIT):
         self.routes = []
+        self.cache_limit = cache_limit
+        self._cache = {}
 
     def add(self, route):
         """Insert ``route`` (replacing one for the same prefix)."""
@@ -34,16 +45,27 @@ class RouteTable:
                        if (r.network, r.prefix_len) != (route.network, route.prefix_len)]
         self.routes.append(route)
         self.routes.sort(key=lambda r: -r.prefix_len)
+        self._cache.clear()
 
     def remove(self, network, prefix_len):
         """Delete the route for ``network/prefix_len`` if there is one."""
         key = (addr_to_int(network) & prefix_mask(prefix_len), prefix_len)
         self.routes = [r for r in self.routes if (r.network, r.prefix_len) != key]
+        self._cache.clear()
 
     def lookup(self, destination):
-        """Return ``(route, next_hop)`` for a 4-byte destination, or ``(None, None)``."""
+        """Return ``(route, next_hop)`` for a destination (4 ``bytes``), or ``(None, None)``."""
+        cache = self._cache
+        found = cache.get(destination)
+        if found is not None:
+            return found
+        found = None, None
         value = addr_to_int(destination)
         for route in self.routes:
             if value & route.mask == route.network:
-                return route, route.gateway or destination
-        return None, None
+                found = route, route.gateway or destination
+                break
+        if len(cache) >= self.cache_limit:
+            cache.clear()
+        cache[destination] = found
+        return found
