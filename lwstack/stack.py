@@ -5,7 +5,7 @@ import threading
 import time
 import weakref
 
-from lwstack.iface.config import parse_config
+from lwstack.iface.config import check_supported, parse_config
 from lwstack.iface.host import Host
 from lwstack.proto.tcp.table import OWING_STATES
 from lwstack.runtime import ThreadedDriver
@@ -49,6 +49,7 @@ class Stack:
         from vde.memory import MemoryPort, MemorySwitch
 
         self.config = parse_config(config)
+        check_supported(self.config)
         description = description or f"lwstack {config}"
         if isinstance(network, VirtualNetwork):
             driver = network.attach(description=description, **port_options)

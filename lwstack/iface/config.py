@@ -1,17 +1,42 @@
 """Stack configuration strings in libioth's iothconf syntax.
 
-``"eth,ip=10.0.0.2/24,gw=10.0.0.1,mac=02:00:00:00:00:02,mtu=1500,fqdn=web.lan"``: a comma
-separated list of ``key`` or ``key=value`` items.  ``ip=`` may repeat.  Items that iothconf knows
-but lwstack does not implement yet (``dhcp``, ``slaac``, IPv6 addresses, ...) are refused with a
-clear error rather than ignored, so a configuration never silently means less than it says.
+``"eth,ip=10.0.0.2/24,ip=fd00::2/64,gw=10.0.0.1,gw=fd00::1,dns=10.0.0.1,domain=lan,
+mac=02:00:00:00:00:02,mtu=1500,fqdn=web.lan,dhcp,dhcp6,rd,slaac"``: a comma separated list of
+``key`` or ``key=value`` items.  ``ip=``, ``gw=`` (one per family), ``dns=`` and ``domain=``
+may repeat; addresses of either family go in the same items, as in iothconf.
+
+Automatic configuration (issue 4):
+
+- ``dhcp``: a DHCPv4 client; ``dhcp6``: a DHCPv6 client (stateful, IA_NA; a router's
+  advertisement may still ask for stateless only); ``rd``: router discovery (IPv6 default
+  routers, on-link prefixes, RA-given DNS); ``slaac``: addresses from the advertised prefixes
+  (implies ``rd``).
+- ``auto4`` = ``dhcp``; ``auto6`` = ``dhcp6,rd,slaac``; ``auto`` = both.  (iothconf's
+  ``auto6`` is ``dhcp6,rd``; lwstack also takes SLAAC addresses there, as a laptop does.)
+
+Every stack has an IPv6 link-local address (from ``fqdn=`` hashed like iothaddr when given,
+else EUI-64 from the MAC).  Unknown items, and values that do not parse, raise ``ValueError``
+naming the item, so a configuration never silently means less than it says.
 """
 import hashlib
 
 from lwstack.wire.ethernet import parse_mac
 from lwstack.wire.ipv4 import addr_to_int, parse_addr, prefix_mask
+from lwstack.wire.ipv6 import addr6_to_str, parse_addr6
 
-#: iothconf items that later issues implement; refused with this message until then.
-NOT_YET = {"dhcp", "dhcp6", "rd", "slaac", "auto", "auto4", "auto6", "dns", "domain"}
+#: Items that are flags (no value) and what each switches on.
+FLAGS = {
+    "dhcp": ("dhcp",),
+    "dhcp6": ("dhcp6",),
+    "rd": ("rd",),
+    "slaac": ("rd", "slaac"),
+    "auto4": ("dhcp",),
+    "auto6": ("dhcp6", "rd", "slaac"),
+    "auto": ("dhcp", "dhcp6", "rd", "slaac"),
+}
+#: What parses but the stack does not act on yet (issue 4 in progress): refused by
+#: :func:`check_supported` rather than silently ignored.  Entries leave as they are wired in.
+NOT_YET = {"dhcp", "dhcp6", "rd", "slaac", "ipv6", "dns", "domain"}
 DEFAULT_MTU = 1500
 MIN_MTU = 68
 #: The largest frame vdeplug4 carries is 9234 bytes: 14 of header leave 9220, but we keep the
@@ -47,19 +72,62 @@ class Interface:
         return f"Interface({'.'.join(map(str, self.address))}/{self.prefix_len})"
 
 
-class StackConfig:
-    """The parsed configuration of a stack."""
+class Interface6:
+    """One configured IPv6 address: ``address`` (16 bytes) and its ``prefix_len``."""
 
-    def __init__(self, mac=None, addresses=(), gateway=None, mtu=DEFAULT_MTU, fqdn=None):
+    __slots__ = ("address", "prefix_len")
+
+    def __init__(self, address, prefix_len):
+        self.address = address
+        self.prefix_len = prefix_len
+
+    def __eq__(self, other):
+        return (isinstance(other, Interface6) and self.address == other.address
+                and self.prefix_len == other.prefix_len)
+
+    def __repr__(self):
+        return f"Interface6({addr6_to_str(self.address)}/{self.prefix_len})"
+
+
+class StackConfig:
+    """The parsed configuration of a stack.
+
+    ``addresses`` (IPv4 :class:`Interface`) and ``addresses6`` (:class:`Interface6`) are the
+    static addresses; ``gateway`` (4 bytes) and ``gateway6`` (16 bytes) the static default
+    routes; ``dns`` name servers (4 or 16 bytes each) and ``domains`` search domains given
+    statically; ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` the automatic configuration asked
+    for (see the module notes).
+    """
+
+    def __init__(self, mac=None, addresses=(), gateway=None, mtu=DEFAULT_MTU, fqdn=None,
+                 addresses6=(), gateway6=None, dns=(), domains=(), dhcp=False, dhcp6=False,
+                 rd=False, slaac=False):
         self.mac = mac
         self.addresses = list(addresses)
         self.gateway = gateway
         self.mtu = mtu
         self.fqdn = fqdn
+        self.addresses6 = list(addresses6)
+        self.gateway6 = gateway6
+        self.dns = list(dns)
+        self.domains = list(domains)
+        self.dhcp = dhcp
+        self.dhcp6 = dhcp6
+        self.rd = rd
+        self.slaac = slaac
+
+    @property
+    def automatic(self):
+        """True if any automatic configuration was asked for."""
+        return self.dhcp or self.dhcp6 or self.rd or self.slaac
 
     def __repr__(self):
+        auto = [name for name in ("dhcp", "dhcp6", "rd", "slaac") if getattr(self, name)]
         return (f"StackConfig(mac={self.mac.hex(':') if self.mac else None}, "
-                f"addresses={self.addresses}, gateway={self.gateway}, mtu={self.mtu})")
+                f"addresses={self.addresses + self.addresses6}, "
+                f"gateway={'.'.join(map(str, self.gateway)) if self.gateway else None}, "
+                f"gateway6={addr6_to_str(self.gateway6) if self.gateway6 else None}, "
+                f"mtu={self.mtu}, auto={auto})")
 
 
 def parse_config(text):
@@ -75,16 +143,29 @@ def parse_config(text):
         value = value.strip()
         if key in ("eth", "iface", "stack"):
             continue  # one Ethernet interface per stack: nothing to choose yet
-        if key in NOT_YET:
-            raise ValueError(f"configuration item {key!r} is not supported yet")
+        if key in FLAGS:
+            if sep:
+                raise ValueError(f"configuration item {key!r} takes no value")
+            for flag in FLAGS[key]:
+                setattr(config, flag, True)
+            continue
         if not sep or not value:
             raise ValueError(f"configuration item {key!r} needs a value ({key}=...)")
         if key == "ip":
-            config.addresses.append(_parse_interface(value))
+            interface = _parse_interface(value)
+            if isinstance(interface, Interface6):
+                config.addresses6.append(interface)
+            else:
+                config.addresses.append(interface)
         elif key == "gw":
             if ":" in value:
-                raise ValueError(f"IPv6 gateway {value!r}: IPv6 is not supported yet")
-            config.gateway = parse_addr(value)
+                config.gateway6 = _parse_addr6(value, "gw")
+            else:
+                config.gateway = parse_addr(value)
+        elif key == "dns":
+            config.dns.append(_parse_addr6(value, "dns") if ":" in value else parse_addr(value))
+        elif key == "domain":
+            config.domains.append(value.rstrip(".").lower())
         elif key == "mac":
             config.mac = parse_mac(value)
             if config.mac[0] & 1:
@@ -105,15 +186,37 @@ def parse_config(text):
     return config
 
 
+def check_supported(config):
+    """``ValueError`` naming the first item of ``config`` the stack cannot act on yet."""
+    present = {
+        "dhcp": config.dhcp, "dhcp6": config.dhcp6, "rd": config.rd, "slaac": config.slaac,
+        "ipv6": bool(config.addresses6) or config.gateway6 is not None,
+        "dns": bool(config.dns), "domain": bool(config.domains),
+    }
+    for item, wanted in present.items():
+        if wanted and item in NOT_YET:
+            what = "IPv6 addresses and gateways" if item == "ipv6" else f"configuration item {item!r}"
+            raise ValueError(f"{what}: not supported yet")
+
+
 def _is_decimal(text):
     """ASCII digits only: str.isdigit() also accepts "\u00b2", on which int() then fails."""
     return text.isascii() and text.isdigit()
 
 
+def _parse_addr6(value, key):
+    try:
+        return parse_addr6(value)
+    except ValueError:
+        raise ValueError(f"{key}={value}: invalid IPv6 address") from None
+
+
 def _parse_interface(value):
     address, _, prefix = value.partition("/")
     if ":" in address:
-        raise ValueError(f"ip={value}: IPv6 addresses are not supported yet")
+        if not _is_decimal(prefix) or int(prefix) > 128:
+            raise ValueError(f"ip={value}: give the prefix length, e.g. ip={address}/64")
+        return Interface6(_parse_addr6(address, "ip"), int(prefix))
     if not _is_decimal(prefix) or int(prefix) > 32:
         raise ValueError(f"ip={value}: give the prefix length, e.g. ip={address}/24")
     return Interface(parse_addr(address), int(prefix))

@@ -15,6 +15,24 @@ errno Linux would give, for the socket facade to pass on.
 
 Packets to one of our own addresses go through :attr:`loopback` and come back in on the next
 :meth:`poll`, the way Linux routes them through ``lo``.
+
+Services.  Sans-IO protocol engines that speak UDP without a socket (DHCP clients and
+servers, the DNS resolver and server) plug in with :meth:`Host.add_service`.  A service has
+
+- ``udp_ports``: the local UDP ports whose datagrams it takes (before any socket);
+- ``receive_udp(src, src_port, dst, dst_port, payload, now)``;
+- ``poll(now)`` and ``poll_at()`` (None: nothing scheduled), like the host's own;
+- ``outbox``: a list the host drains after every call into the service.  Records the host
+  performs itself: ``("udp", src, dst, src_port, dst_port, payload[, link_dst])`` (``src``
+  None: the host picks it, 0.0.0.0 while it has no address; ``dst`` 255.255.255.255 is a
+  link broadcast; ``link_dst`` a MAC to send to without ARP, RFC 2131 section 4.1),
+  ``("probe", addr)`` and ``("announce", addr)`` (RFC 5227 ARP probe and announcement; while
+  an address is being probed, ARP traffic claiming it calls ``service.conflict(addr, now)``).
+  Any other record (a lease bound, a TCP query to make, ...) goes to the service owner's
+  :attr:`Host.on_service_event` ``(service, record, now)``.
+
+Whoever calls into a service from outside the host (starting it, asking it something)
+calls :meth:`Host.drain_service` afterwards.
 """
 import collections
 import errno
@@ -78,6 +96,9 @@ class Host:
         self.loopback = collections.deque()
         self.stats = collections.Counter()
         self._ident = self.rng.randrange(0x10000)
+        self.services = []
+        self.on_service_event = None
+        self._probing = {}              # RFC 5227: address being probed -> its service
         self.tcp = TcpTable(self._send_tcp, self.route, self.is_local, self.rng, mtu=self.mtu,
                             link_header=self.link_header, emit_frame=self._emit_frame,
                             **(tcp_options or {}))
@@ -145,6 +166,8 @@ class Host:
         if packet.sender_mac == self.mac:
             self._drop("arp_own")
             return
+        if self._probing:
+            self._check_probe_conflict(packet, now)
         if self.is_local(packet.sender_ip):
             self._drop("arp_address_conflict")  # someone else claims our address
             return
@@ -202,6 +225,12 @@ class Host:
 
     def _udp_in(self, header, segment, broadcast, datagram, now):
         src_port, dst_port, payload = parse_udp(segment, header.src, header.dst)
+        if self.services:
+            for service in self.services:
+                if dst_port in service.udp_ports:
+                    service.receive_udp(header.src, src_port, header.dst, dst_port, payload, now)
+                    self.drain_service(service, now)
+                    return
         if broadcast:
             receivers = [e for e in self.udp.all_on_port(dst_port)
                          if e.local_addr in (ANY, header.dst)]
@@ -316,6 +345,11 @@ class Host:
             self._icmp_error_in(icmpv4.TYPE_DEST_UNREACHABLE, icmpv4.CODE_HOST_UNREACHABLE,
                                 packet, now)
         self.tcp.poll(now)
+        for service in self.services:
+            due = service.poll_at()
+            if due is not None and due <= now:
+                service.poll(now)
+                self.drain_service(service, now)
 
     def poll_at(self):
         """When :meth:`poll` next has work: a time, or None for "nothing scheduled"."""
@@ -323,9 +357,91 @@ class Host:
             return float("-inf")
         arp = self.arp.poll_at()
         tcp = self.tcp.poll_at()
-        if tcp is None:
-            return arp
-        return tcp if arp is None or tcp < arp else arp
+        due = arp if tcp is None or (arp is not None and arp < tcp) else tcp
+        for service in self.services:
+            when = service.poll_at()
+            if when is not None and (due is None or when < due):
+                due = when
+        return due
+
+    # -- services (see the module notes) ---------------------------------------------------------
+
+    def add_service(self, service, now):
+        """Plug in a sans-IO service; sends whatever it already has to say."""
+        if service in self.services:
+            raise ValueError("this service is already running on the host")
+        self.services.append(service)
+        self.drain_service(service, now)
+
+    def remove_service(self, service):
+        """Unplug ``service`` (its output should have been drained)."""
+        if service in self.services:
+            self.services.remove(service)
+        for addr in [a for a, s in self._probing.items() if s is service]:
+            del self._probing[addr]
+
+    def drain_service(self, service, now):
+        """Perform the records in ``service.outbox``: datagrams and ARP probes go out, other
+        records go to :attr:`on_service_event`."""
+        outbox = service.outbox
+        while outbox:
+            record = outbox.pop(0)
+            kind = record[0]
+            if kind == "udp":
+                self._service_udp(record, now)
+            elif kind == "probe":
+                self._probing[record[1]] = service
+                # RFC 5227 section 2.1.1: sender IP 0.0.0.0, target the address, broadcast.
+                self._emit_arp(arpwire.OP_REQUEST, BROADCAST, ANY, b"\0" * 6, record[1])
+            elif kind == "announce":
+                self._probing.pop(record[1], None)
+                self._emit_arp(arpwire.OP_REQUEST, BROADCAST, record[1], b"\0" * 6, record[1])
+            elif self.on_service_event is not None:
+                self.on_service_event(service, record, now)
+            else:
+                self.stats["service_event_unhandled"] += 1
+
+    def _service_udp(self, record, now):
+        _, src, dst, src_port, dst_port, payload = record[:6]
+        link_dst = record[6] if len(record) > 6 else None
+        if len(dst) != 4:
+            self._drop("service_ipv6_unsupported")
+            return
+        if src is None:
+            if dst == LIMITED_BROADCAST or not self.interfaces:
+                src = self.interfaces[0].address if self.interfaces else ANY
+            else:
+                try:
+                    src, _ = self.route(dst)
+                except OSError:
+                    self._drop("service_unroutable")
+                    return
+        segment = build_udp(src, dst, src_port, dst_port, payload)
+        if link_dst is not None or dst == LIMITED_BROADCAST:
+            self._ident = (self._ident + 1) & 0xFFFF
+            packet = build_ipv4(src, dst, PROTO_UDP, segment, ttl=self.default_ttl,
+                                ident=self._ident, flags_fragment=FLAG_DF)
+            self._emit_ipv4_frame(link_dst or BROADCAST, packet)
+            return
+        try:
+            self._send_ipv4(src, dst, PROTO_UDP, segment, self.default_ttl, now)
+        except OSError:
+            self._drop("service_unroutable")
+
+    def _check_probe_conflict(self, packet, now):
+        """RFC 5227 section 2.1.1: while probing an address, any ARP packet whose sender IP
+        is that address, or another host's probe for it, is a conflict."""
+        for addr in (packet.sender_ip, packet.target_ip):
+            service = self._probing.get(addr)
+            if service is None:
+                continue
+            if addr == packet.sender_ip or (packet.sender_ip == ANY and
+                                            packet.operation == arpwire.OP_REQUEST):
+                del self._probing[addr]
+                self.stats["arp_probe_conflict"] += 1
+                service.conflict(addr, now)
+                self.drain_service(service, now)
+                return
 
     # -- output ----------------------------------------------------------------------------
 

@@ -1,8 +1,15 @@
 """iothconf configuration strings: what parses, every error message, items refused for now."""
 import pytest
 
-from lwstack.iface.config import (DEFAULT_MTU, MAX_MTU, MIN_MTU, NOT_YET, Interface,
+from lwstack.iface.config import (DEFAULT_MTU, FLAGS, MAX_MTU, MIN_MTU, Interface, Interface6,
                                   parse_config, random_mac, stable_mac)
+from lwstack.iface.config import NOT_YET
+from lwstack.wire.ipv6 import parse_addr6
+
+#: A configuration using each item of config.NOT_YET.
+NOT_YET_EXAMPLES = {"dhcp": "dhcp", "dhcp6": "dhcp6", "rd": "rd", "slaac": "slaac",
+                    "ip=fd00::2/64": "ipv6", "ip=10.0.0.2/24,gw=fe80::1": "ipv6",
+                    "ip=10.0.0.2/24,dns=10.0.0.1": "dns", "domain=lan": "domain"}
 
 
 def test_full_configuration():
@@ -42,11 +49,16 @@ def test_interface_network_and_broadcast():
     ("ip=10.0.0.2/x", r"give the prefix length"),
     ("ip=10.0.0.2/\u00b2", r"give the prefix length"),
     ("ip=10.0.0/24", r"invalid IPv4 address '10.0.0'"),
-    ("ip=fd00::1/64", r"ip=fd00::1/64: IPv6 addresses are not supported yet"),
+    ("ip=fd00::1", r"ip=fd00::1: give the prefix length, e.g. ip=fd00::1/64"),
+    ("ip=fd00::1/129", r"give the prefix length"),
+    ("ip=fd00::g/64", r"ip=fd00::g: invalid IPv6 address"),
+    ("gw=fd00:::1", r"gw=fd00:::1: invalid IPv6 address"),
+    ("dns=10.0.0", r"invalid IPv4 address"),
+    ("dns=fe80:::1", r"dns=fe80:::1: invalid IPv6 address"),
+    ("dhcp=yes", r"configuration item 'dhcp' takes no value"),
     ("ip=", r"configuration item 'ip' needs a value \(ip=...\)"),
     ("ip", r"configuration item 'ip' needs a value"),
     ("gw", r"configuration item 'gw' needs a value"),
-    ("ip=10.0.0.2/24,gw=fd00::1", r"IPv6 gateway 'fd00::1': IPv6 is not supported yet"),
     ("ip=10.0.0.2/24,gw=10.0.1.1", r"gateway 10.0.1.1 is not on a configured subnet"),
     ("gw=10.0.0.1", r"gateway 10.0.0.1 is not on a configured subnet"),
     ("ip=10.0.0.2/24,gw=10.0.0", r"invalid IPv4 address"),
@@ -64,11 +76,29 @@ def test_errors_name_the_mistake(text, message):
         parse_config(text)
 
 
-@pytest.mark.parametrize("item", sorted(NOT_YET))
-@pytest.mark.parametrize("form", ["{}", "{}=1", "eth,ip=10.0.0.2/24,{}"])
-def test_not_yet_supported_items_are_refused(item, form):
-    with pytest.raises(ValueError, match=f"configuration item '{item}' is not supported yet"):
-        parse_config(form.format(item))
+def test_ipv6_and_names():
+    config = parse_config("ip=10.0.0.2/24,ip=fd00::2/64,ip=fe80::2/64,gw=fd00::1,gw=10.0.0.1,"
+                          "dns=10.0.0.53,dns=fd00::53,domain=Lan.,domain=example.org")
+    assert config.addresses == [Interface(bytes([10, 0, 0, 2]), 24)]
+    assert config.addresses6 == [Interface6(parse_addr6("fd00::2"), 64),
+                                 Interface6(parse_addr6("fe80::2"), 64)]
+    assert (config.gateway, config.gateway6) == (bytes([10, 0, 0, 1]), parse_addr6("fd00::1"))
+    assert config.dns == [bytes([10, 0, 0, 53]), parse_addr6("fd00::53")]
+    assert config.domains == ["lan", "example.org"]
+    assert not config.automatic
+
+
+@pytest.mark.parametrize("item,expected", [
+    ("dhcp", {"dhcp"}), ("dhcp6", {"dhcp6"}), ("rd", {"rd"}), ("slaac", {"rd", "slaac"}),
+    ("auto4", {"dhcp"}), ("auto6", {"dhcp6", "rd", "slaac"}),
+    ("auto", {"dhcp", "dhcp6", "rd", "slaac"}), ("eth,DHCP,rd", {"dhcp", "rd"}),
+])
+def test_automatic_configuration_flags(item, expected):
+    config = parse_config(item)
+    assert {name for name in ("dhcp", "dhcp6", "rd", "slaac") if getattr(config, name)} == \
+        expected
+    assert config.automatic
+    assert set(FLAGS) == {"dhcp", "dhcp6", "rd", "slaac", "auto", "auto4", "auto6"}
 
 
 def test_not_a_string():
@@ -90,7 +120,10 @@ def test_generated_macs_are_local_unicast():
     assert stable_mac("web.lan")[0] & 0x03 == 0x02
 
 
-def test_stack_rejects_bad_config(net):
+@pytest.mark.parametrize("text", sorted(NOT_YET_EXAMPLES))
+def test_stack_refuses_what_it_cannot_do_yet(net, text):
+    if NOT_YET_EXAMPLES[text] not in NOT_YET:
+        pytest.skip(f"{text} is supported now")
     with pytest.raises(ValueError, match="not supported yet"):
-        net.stack("dhcp")
+        net.stack(text)
     assert net.drivers == []    # nothing was plugged for a refused configuration
