@@ -41,7 +41,8 @@ def test_bad_arguments_give_one_line(argv):
      "no VDE switch at /nonexistent/sw"),
     (["lwping", "--net", "vde:///tmp", "--conf", "ip=10.0.0.2", "10.0.0.1"],
      "give the prefix length"),
-    (["lwecho", "--net", "vde:///tmp", "--conf", "ip=10.0.0.1/24,dhcp"], "'dhcp' is not supported yet"),
+    (["lwecho", "--net", "vde:///tmp", "--conf", "ip=10.0.0.1/24,colour=blue"],
+     "unknown configuration item 'colour'"),
 ])
 def test_runtime_errors_give_one_line(argv, message):
     result = run(*argv)
