@@ -98,6 +98,10 @@ class Host:
         self._ident = self.rng.randrange(0x10000)
         self.services = []
         self.on_service_event = None
+        #: Name servers and search domains by where they came from ("static", "dhcp4",
+        #: "dhcp6", "ra"): ``{source: (servers, domains)}``; see :meth:`set_name_servers`.
+        self.name_servers = {}
+        self.on_name_servers_change = None
         self._probing = {}              # RFC 5227: address being probed -> its service
         self.tcp = TcpTable(self._send_tcp, self.route, self.is_local, self.rng, mtu=self.mtu,
                             link_header=self.link_header, emit_frame=self._emit_frame,
@@ -363,6 +367,31 @@ class Host:
             if when is not None and (due is None or when < due):
                 due = when
         return due
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def set_name_servers(self, source, servers, domains=()):
+        """Record the name servers (4- or 16-byte addresses) and search domains that
+        ``source`` ("static", "dhcp4", "dhcp6", "ra") gives; empty lists forget them.  The
+        resolver hears of every change through :attr:`on_name_servers_change`."""
+        entry = (tuple(servers), tuple(domains))
+        if self.name_servers.get(source, ((), ())) == entry:
+            return
+        if entry == ((), ()):
+            self.name_servers.pop(source, None)
+        else:
+            self.name_servers[source] = entry
+        if self.on_name_servers_change is not None:
+            self.on_name_servers_change()
+
+    def all_name_servers(self):
+        """``(servers, domains)`` from every source, static first, without repeats."""
+        servers, domains = [], []
+        for source in ("static", "dhcp4", "dhcp6", "ra"):
+            got_servers, got_domains = self.name_servers.get(source, ((), ()))
+            servers += [s for s in got_servers if s not in servers]
+            domains += [d for d in got_domains if d not in domains]
+        return servers, domains
 
     # -- services (see the module notes) ---------------------------------------------------------
 

@@ -84,3 +84,17 @@ def test_an_address_in_use_is_declined_after_the_arp_probe():
     assert hosts[1].stats["arp_probe_conflict"] == 1
     bound = [r for r in service.events if r[0] == "bound"]
     assert [r[1].address for r in bound] == [A("10.0.0.101")]
+
+
+def test_name_servers_merge_by_source_and_report_changes():
+    host = Host("ip=10.0.0.2/24", 0.0, rng=random.Random(1))
+    changes = []
+    host.on_name_servers_change = lambda: changes.append(host.all_name_servers())
+    host.set_name_servers("dhcp4", [A("10.0.0.1")], ["lan"])
+    host.set_name_servers("static", [A("10.0.0.53"), A("10.0.0.1")])
+    host.set_name_servers("static", [A("10.0.0.53"), A("10.0.0.1")])     # no change
+    assert changes == [([A("10.0.0.1")], ["lan"]),
+                       ([A("10.0.0.53"), A("10.0.0.1")], ["lan"])]
+    host.set_name_servers("dhcp4", [])
+    assert host.name_servers == {"static": ((A("10.0.0.53"), A("10.0.0.1")), ())}
+    assert changes[-1] == ([A("10.0.0.53"), A("10.0.0.1")], [])
