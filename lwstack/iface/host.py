@@ -1,4 +1,5 @@
-"""The host: one Ethernet interface with its IPv4 addresses, the sans-IO heart of a stack.
+"""The host: one Ethernet interface with its IPv4 and IPv6 addresses, the sans-IO heart of a
+stack.  The IPv6 half lives in :mod:`lwstack.iface.host6` (a mixin of :class:`Host`).
 
 Design note.  ``Host`` turns frames into deliveries and API calls into frames, and nothing
 else: it never touches a socket, a thread or the clock.
@@ -33,6 +34,31 @@ servers, the DNS resolver and server) plug in with :meth:`Host.add_service`.  A 
 
 Whoever calls into a service from outside the host (starting it, asking it something)
 calls :meth:`Host.drain_service` afterwards.
+
+IPv6 "udp" records work the same way with 16-byte addresses: ``src`` None is our link-local
+address for a link-local or multicast ``dst`` (DHCPv6), else the RFC 6724 choice; a multicast
+``dst`` goes to its 33:33 MAC with hop limit 1.
+
+TCP's view (:class:`lwstack.proto.tcp.table.TcpTable` gets these at construction).  Every
+callback takes 4-byte (IPv4) or 16-byte (IPv6) addresses and dispatches on the length:
+
+- ``route(dst) -> (source, next_hop)``: for IPv6 the source is chosen by RFC 6724 section 5
+  (:mod:`lwstack.iface.addrselect`) among the usable addresses, the next hop by neighbour
+  discovery; ENETUNREACH without a route, EADDRNOTAVAIL with a route but no usable source
+  (every address still in DAD).
+- ``is_local(addr)``: one of our usable addresses (tentative IPv6 addresses are not).
+- ``link_header(src, dst, protocol, now) -> (header, valid_until)`` or None: for IPv6, 54
+  bytes = Ethernet (14, EtherType 0x86DD) + an IPv6 header (40) with payload length 0 and
+  the hop limit to use, while the next hop is REACHABLE (RFC 4861 7.3); the builder patches
+  the payload length at offset 14 + 4 (no IP checksum in IPv6).
+- ``send_tcp(src, dst, segment, now)``: IPv6 segments are never fragmented: a segment over the
+  path MTU raises EMSGSIZE (TCP counts it as unroutable); neighbour resolution queues it.
+- ICMP errors quoting a TCP segment reach ``tcp.icmp_error(src, dst, transport, errno, hard,
+  now)`` for both families: IPv6 destination unreachable codes 1, 4, 5, 6 and parameter
+  problems are hard (Linux's icmpv6_err_convert), Packet Too Big is soft with EMSGSIZE after
+  the path MTU cache learnt it (IPv4 Fragmentation Needed likewise).  TCP then reads the new
+  value with :meth:`Host.path_mtu` ``(dst, now)`` (the link MTU when nothing was learnt;
+  IPv6's link MTU is :attr:`Host.mtu6`, which an RA's MTU option may lower).
 """
 import collections
 import errno
@@ -41,20 +67,25 @@ import random
 
 from lwstack.iface.arp import NeighbourCache
 from lwstack.iface.config import parse_config, random_mac
+from lwstack.iface.host6 import ANY6, Ipv6Host
 from lwstack.iface.routes import Route, RouteTable
 from lwstack.proto.datagram import ANY, DatagramEndpoint, PortTable
 from lwstack.proto.icmp import TokenBucket
 from lwstack.proto.tcp.table import TcpTable
+from lwstack.storage.fragments import fragment_v4
 from lwstack.wire import WireError
 from lwstack.wire import arp as arpwire
 from lwstack.wire import icmpv4
 from lwstack.wire.ethernet import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN,
                                    build_ethernet, parse_ethernet)
-from lwstack.wire.ipv4 import (DEFAULT_TTL, FLAG_DF, PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4,
-                               ipv4_template, parse_ipv4)
+from lwstack.wire.ipv4 import (DEFAULT_TTL, FLAG_DF, FLAG_MF, OFFSET_MASK, PROTO_ICMP, PROTO_TCP,
+                               PROTO_UDP, build_ipv4, ipv4_template, parse_ipv4)
+from lwstack.wire.ipv6 import ETHERTYPE_IPV6
 from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp, parse_udp
 
 LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+#: The largest UDP payload one IPv4 datagram carries (65535 - 20 - 8).
+MAX_UDP4_PAYLOAD = 0xFFFF - 20 - UDP_HEADER_LEN
 #: Packets to our own addresses waiting for the next poll (Linux's backlog is 1000 too).
 LOOPBACK_LIMIT = 1000
 #: ICMP errors turned into socket errors on connected sockets (RFC 1122 section 4.1.3.3).
@@ -73,7 +104,7 @@ def _fail(code, detail=None):
     return OSError(code, message)
 
 
-class Host:
+class Host(Ipv6Host):
     """The sans-IO stack for one Ethernet interface (see the module docstring)."""
 
     def __init__(self, config, now, *, rng=None, arp_options=None, icmp_rate=1000.0,
@@ -110,6 +141,7 @@ class Host:
             self.add_address(interface, now)
         if config.gateway is not None:
             self.set_gateway(config.gateway)
+        self._init_ipv6(config, now, icmp_rate, icmp_burst)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -135,8 +167,8 @@ class Host:
         self.routes.add(Route(ANY, 0, gateway=gateway, source=route.source))
 
     def is_local(self, addr):
-        """True if ``addr`` is one of our addresses."""
-        return addr in self._local_addresses
+        """True if ``addr`` (4 or 16 bytes) is one of our (usable) addresses."""
+        return addr in self._local_addresses or addr in self._local6
 
     def _is_broadcast(self, addr):
         return addr in self._broadcast_addresses
@@ -148,8 +180,8 @@ class Host:
         self.stats["rx_frames"] += 1
         try:
             dst, src, ethertype = parse_ethernet(frame)
-            if dst != self.mac and dst != BROADCAST:
-                self._drop("not_our_mac")  # multicast groups arrive with IPv6 (issue 4)
+            if dst != self.mac and dst != BROADCAST and dst not in self._mcast_macs:
+                self._drop("not_our_mac")
                 return
             if src == self.mac:
                 self._drop("own_source_mac")
@@ -158,6 +190,8 @@ class Host:
                 self._ipv4_in(frame, HEADER_LEN, dst == BROADCAST, now)
             elif ethertype == ETHERTYPE_ARP:
                 self._arp_in(arpwire.ArpPacket.parse(frame, HEADER_LEN), now)
+            elif ethertype == ETHERTYPE_IPV6:
+                self._ipv6_in(frame, HEADER_LEN, dst[0] & 1, now)
             else:
                 self._drop("unknown_ethertype")
         except WireError as exc:
@@ -202,7 +236,7 @@ class Host:
             self._drop("ipv4_martian_source")
             return
         if header.is_fragment:
-            self._drop("ipv4_fragment")  # reassembly arrives with issue 4
+            self._ipv4_fragment(header, packet, offset, link_broadcast, now)
             return
         start = offset + header.header_len
         if header.protocol == PROTO_TCP:
@@ -237,7 +271,8 @@ class Host:
                     return
         if broadcast:
             receivers = [e for e in self.udp.all_on_port(dst_port)
-                         if e.local_addr in (ANY, header.dst)]
+                         if e.local_addr in (ANY, header.dst) or
+                         (e.dual and e.local_addr == ANY6)]
         else:
             endpoint = self.udp.lookup(header.dst, dst_port)
             receivers = [endpoint] if endpoint is not None else []
@@ -263,8 +298,9 @@ class Host:
             _type, _code, rest, body = icmpv4.parse_icmpv4(request)
             reply = icmpv4.build_echo(icmpv4.TYPE_ECHO_REPLY, rest >> 16, rest & 0xFFFF, body)
             try:
-                self._send_ipv4(header.dst, header.src, PROTO_ICMP, reply, self.default_ttl, now)
-            except OSError as exc:  # no route back, or too big without fragmentation
+                self._send_ipv4(header.dst, header.src, PROTO_ICMP, reply, self.default_ttl, now,
+                                fragment=True)
+            except OSError as exc:  # no route back
                 self._drop("icmp_echo_too_big" if exc.errno == errno.EMSGSIZE
                            else "icmp_echo_unroutable")
                 return
@@ -288,18 +324,24 @@ class Host:
             if not endpoint.deliver(message, (header.src, 0), header.ttl):
                 self._drop("icmp_rcvbuf_full")
         elif icmp_type in (icmpv4.TYPE_DEST_UNREACHABLE, icmpv4.TYPE_TIME_EXCEEDED):
-            self._icmp_error_in(icmp_type, code, body, now)
+            self._icmp_error_in(icmp_type, code, body, now, rest)
         else:
             self._drop("icmp_unhandled_type")
 
-    def _icmp_error_in(self, icmp_type, code, quoted, now):
-        """Hand an ICMP error to the socket whose datagram it quotes (RFC 1122 3.2.2)."""
+    def _icmp_error_in(self, icmp_type, code, quoted, now, rest=0):
+        """Hand an ICMP error to the socket whose datagram it quotes (RFC 1122 3.2.2); a
+        Fragmentation Needed also teaches the path MTU (RFC 1191: next-hop MTU in ``rest``)."""
         try:
             inner = parse_ipv4_quoted(quoted)
         except WireError:
             self._drop("icmp_bad_quote")
             return
         src, dst, protocol, transport = inner
+        if icmp_type == icmpv4.TYPE_DEST_UNREACHABLE and \
+                code == icmpv4.CODE_FRAGMENTATION_NEEDED and src in self._local_addresses:
+            if self.pmtu.learn(dst, rest & 0xFFFF, now, link_mtu=self.mtu):
+                self.stats["pmtu_learnt"] += 1
+            self._due6_stale = True
         if icmp_type == icmpv4.TYPE_DEST_UNREACHABLE:
             error = _UNREACH_ERRNO.get(code, errno.EHOSTUNREACH)
         else:
@@ -336,7 +378,10 @@ class Host:
         while self.loopback:
             packet = self.loopback.popleft()
             try:
-                self._ipv4_in(packet, 0, False, now)
+                if packet[0] >> 4 == 6:
+                    self._ipv6_in(packet, 0, False, now)
+                else:
+                    self._ipv4_in(packet, 0, False, now)
             except WireError as exc:
                 self._drop(exc.reason)
         requests, failed = self.arp.poll(now)
@@ -354,6 +399,9 @@ class Host:
             if due is not None and due <= now:
                 service.poll(now)
                 self.drain_service(service, now)
+        due = self._due6 if not self._due6_stale else self._poll_at6()
+        if due is not None and due <= now:
+            self._poll6(now)
 
     def poll_at(self):
         """When :meth:`poll` next has work: a time, or None for "nothing scheduled"."""
@@ -366,6 +414,9 @@ class Host:
             when = service.poll_at()
             if when is not None and (due is None or when < due):
                 due = when
+        when = self._due6 if not self._due6_stale else self._poll_at6()
+        if when is not None and (due is None or when < due):
+            due = when
         return due
 
     # -- names ---------------------------------------------------------------------------------
@@ -433,8 +484,8 @@ class Host:
     def _service_udp(self, record, now):
         _, src, dst, src_port, dst_port, payload = record[:6]
         link_dst = record[6] if len(record) > 6 else None
-        if len(dst) != 4:
-            self._drop("service_ipv6_unsupported")
+        if len(dst) == 16:
+            self._service_udp6(src, dst, src_port, dst_port, payload, now)
             return
         if src is None:
             if dst == LIMITED_BROADCAST or not self.interfaces:
@@ -475,7 +526,12 @@ class Host:
     # -- output ----------------------------------------------------------------------------
 
     def route(self, dst):
-        """Return ``(source_address, next_hop)`` for ``dst``; ``OSError(ENETUNREACH)`` if none."""
+        """Return ``(source_address, next_hop)`` for ``dst`` (4 or 16 bytes);
+        ``OSError(ENETUNREACH)`` if there is no route (IPv6: EADDRNOTAVAIL when there is one
+        but no usable source address yet, e.g. during DAD).  The IPv6 source is chosen by
+        RFC 6724."""
+        if len(dst) == 16:
+            return self._route6(dst)
         if dst == LIMITED_BROADCAST:
             if not self.interfaces:
                 raise _fail(errno.ENETUNREACH)
@@ -487,13 +543,30 @@ class Host:
             raise _fail(errno.ENETUNREACH)
         return route.source, next_hop
 
-    def _send_ipv4(self, src, dst, protocol, payload, ttl, now):
+    def _send_ipv4(self, src, dst, protocol, payload, ttl, now, fragment=False):
+        """Send one IPv4 datagram.  With ``fragment`` (UDP, ICMP) it goes as Linux sends a
+        socket's datagram under its default PMTU discovery (IP_PMTUDISC_WANT): DF set when
+        it fits the path MTU (unless the path reported a tiny MTU, see
+        :mod:`lwstack.iface.pmtu`), fragmented locally without DF when it does not.  Without
+        ``fragment`` (TCP) it always has DF, and EMSGSIZE when too big."""
         self._ident = (self._ident + 1) & 0xFFFF
+        mtu = self.pmtu.mtu_for(dst, self.mtu, now) if len(self.pmtu) else self.mtu
+        if 20 + len(payload) > mtu:
+            if not fragment:
+                raise _fail(errno.EMSGSIZE, f"{20 + len(payload)} bytes > path MTU {mtu}")
+            self.route(dst)                   # unroutable: fail before sending anything
+            self.stats["ipv4_fragmented"] += 1
+            for packet in fragment_v4(src, dst, protocol, payload, mtu, ident=self._ident,
+                                      ttl=ttl):
+                self._output4(packet, dst, now)
+                self.stats["ipv4_fragments_sent"] += 1
+            return
+        flags = FLAG_DF if not fragment or self.pmtu.dont_fragment(dst, now) else 0
         packet = build_ipv4(src, dst, protocol, payload, ttl=ttl, ident=self._ident,
-                            flags_fragment=FLAG_DF)
-        if len(packet) > self.mtu:
-            raise _fail(errno.EMSGSIZE, f"{len(packet)} bytes > MTU {self.mtu} "
-                        "(fragmentation arrives with IPv6 support)")
+                            flags_fragment=flags)
+        self._output4(packet, dst, now)
+
+    def _output4(self, packet, dst, now):
         if self.is_local(dst):
             if len(self.loopback) >= LOOPBACK_LIMIT:
                 self._drop("loopback_full")
@@ -521,7 +594,13 @@ class Host:
         and checksum left zero) of a unicast packet to ``dst`` whose next hop is REACHABLE, so a
         transport can build whole frames until ``valid_until``; None when the packet must take
         :meth:`_send_ipv4` (loopback, broadcast, a neighbour to resolve or revalidate).
+
+        For a 16-byte ``dst``: the Ethernet header and an IPv6 header (14 + 40 = 54 bytes,
+        payload length 0, hop limit the RA's or 64), on the same conditions (None also for
+        multicast and while IPv6 is disabled).
         """
+        if len(dst) == 16:
+            return self._link_header6(src, dst, protocol, now)
         if self.is_local(dst) or self._is_broadcast(dst):
             return None
         try:
@@ -541,7 +620,10 @@ class Host:
         self.stats["tx_frames"] += 1
 
     def _send_tcp(self, src, dst, segment, now):
-        self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)
+        if len(dst) == 16:
+            self._send_ipv6(src, dst, PROTO_TCP, segment, self.hop_limit6, now)
+        else:
+            self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)
 
     def _emit_ipv4_frame(self, mac, packet):
         self.outbox.append(build_ethernet(mac, self.mac, ETHERTYPE_IPV4, packet))
@@ -572,13 +654,50 @@ class Host:
         except OSError:
             self._drop("icmp_error_unroutable")
 
+    # -- IPv4 fragments ----------------------------------------------------------------------
+
+    def _ipv4_fragment(self, header, packet, offset, broadcast, now):
+        """Reassemble (RFC 791, RFC 815; bounds and overlap policy in
+        :mod:`lwstack.storage.fragments`); the whole datagram then takes the receive path."""
+        start = offset + header.header_len
+        end = offset + header.total_len
+        frag_offset = (header.flags_fragment & OFFSET_MASK) * 8
+        # Fragment zero's header and first 8 bytes: the quote of a Time Exceeded.
+        context = (bytes(packet[offset:start + 8]), header) if frag_offset == 0 else None
+        result = self.fragments.add_v4(header.src, header.dst, header.protocol, header.ident,
+                                       frag_offset, bool(header.flags_fragment & FLAG_MF),
+                                       packet[start:end], now, header_len=header.header_len,
+                                       context=context)
+        self._due6_stale = True
+        if result is None:
+            return
+        self.stats["ipv4_reassembled"] += 1
+        first = result.first[1]
+        whole = build_ipv4(result.src, result.dst, result.protocol, result.payload,
+                           ttl=first.ttl, ident=first.ident, flags_fragment=0, tos=first.tos)
+        self._ipv4_in(whole, 0, broadcast, now)
+
+    def _reassembly_expired4(self, expired, now):
+        quote, header = expired.first
+        if self._is_broadcast(header.dst):
+            return
+        self._send_icmp_error(icmpv4.TYPE_TIME_EXCEEDED, 1, quote, header, now)
+
     # -- datagram sockets ------------------------------------------------------------------
 
-    def open_endpoint(self, kind):
-        """A new unbound endpoint: ``"udp"`` or ``"icmp"`` (a Linux-style ping socket)."""
+    def open_endpoint(self, kind, family=4):
+        """A new unbound endpoint: ``"udp"`` or ``"icmp"`` (a Linux-style ping socket), of
+        ``family`` 4 or 6.
+
+        IPv6 endpoints take 16-byte addresses in :meth:`bind`, :meth:`connect` and
+        :meth:`sendto`; an IPv4-mapped one (``::ffff:a.b.c.d``) means IPv4, and the endpoint
+        then holds and reports the 4-byte address (see :mod:`lwstack.proto.datagram`).
+        """
         if kind not in ("udp", "icmp"):
             raise ValueError(f"unknown endpoint kind {kind!r}")
-        return DatagramEndpoint(kind)
+        if family not in (4, 6):
+            raise ValueError(f"unknown family {family!r}")
+        return DatagramEndpoint(kind, family=family)
 
     def _table(self, endpoint):
         return self.udp if endpoint.kind == "udp" else self.echo
@@ -587,6 +706,9 @@ class Host:
         """Bind to ``addr`` (ANY or one of ours) and ``port`` (0: ephemeral)."""
         if endpoint.local_port:
             raise _fail(errno.EINVAL, "already bound")
+        if endpoint.family == 6:
+            self._bind6(endpoint, addr, port)
+            return
         if addr != ANY and not self.is_local(addr) and not self._is_broadcast(addr):
             raise _fail(errno.EADDRNOTAVAIL)
         if self._table(endpoint).bind(endpoint, addr, port) is None:
@@ -594,6 +716,9 @@ class Host:
 
     def connect(self, endpoint, addr, port, now):
         """Set the default destination and filter; binds an ephemeral port if needed."""
+        if endpoint.family == 6:
+            self._connect6(endpoint, addr, port, now)
+            return
         if self._is_broadcast(addr) and not endpoint.broadcast:
             raise _fail(errno.EACCES)
         source, _ = self.route(addr)
@@ -615,22 +740,31 @@ class Host:
         """Send one datagram; returns its payload length (the stdlib's return value)."""
         if endpoint.closed:
             raise _fail(errno.EBADF)
+        if endpoint.family == 6:
+            return self._sendto6(endpoint, payload, addr, port, now)
+        return self._sendto4(endpoint, payload, addr, port, now)
+
+    def _sendto4(self, endpoint, payload, addr, port, now):
         if self._is_broadcast(addr) and not endpoint.broadcast:
             raise _fail(errno.EACCES)  # SO_BROADCAST is required, as on Linux
         source, _ = self.route(addr)
+        if len(payload) > MAX_UDP4_PAYLOAD:
+            raise _fail(errno.EMSGSIZE)
         if not endpoint.local_port:
-            self.bind(endpoint, ANY, 0)
-        if endpoint.local_addr != ANY and not self._is_broadcast(endpoint.local_addr):
-            source = endpoint.local_addr
+            if endpoint.family == 6:
+                self._bind6(endpoint, ANY6, 0)
+            else:
+                self.bind(endpoint, ANY, 0)
+        local = endpoint.local_addr
+        if local != ANY and local != ANY6 and not self._is_broadcast(local):
+            source = local
         ttl = endpoint.ttl or self.default_ttl
         if endpoint.kind == "udp":
-            if len(payload) + UDP_HEADER_LEN + 20 > self.mtu:
-                raise _fail(errno.EMSGSIZE)
             segment = build_udp(source, addr, endpoint.local_port, port, payload)
-            self._send_ipv4(source, addr, PROTO_UDP, segment, ttl, now)
+            self._send_ipv4(source, addr, PROTO_UDP, segment, ttl, now, fragment=True)
         else:
             message = self._echo_request(endpoint, payload)
-            self._send_ipv4(source, addr, PROTO_ICMP, message, ttl, now)
+            self._send_ipv4(source, addr, PROTO_ICMP, message, ttl, now, fragment=True)
         return len(payload)
 
     @staticmethod

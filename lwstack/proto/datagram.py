@@ -10,6 +10,7 @@ error, so a runtime can wake whoever waits on it; the core never blocks.
 import collections
 
 ANY = b"\0\0\0\0"
+ANY6 = bytes(16)
 #: Linux's default net.core.rmem_default.
 DEFAULT_RCVBUF = 212992
 #: What one queued datagram costs against the receive buffer beyond its payload, so that even
@@ -23,13 +24,14 @@ EPHEMERAL_HIGH = 60999
 class DatagramEndpoint:
     """One datagram socket's state inside the stack."""
 
-    __slots__ = ("kind", "local_addr", "local_port", "remote", "queue", "queued_bytes",
-                 "rcvbuf", "errors", "closed", "on_change", "broadcast", "reuse_addr",
-                 "ttl", "dropped")
+    __slots__ = ("kind", "family", "local_addr", "local_port", "remote", "queue",
+                 "queued_bytes", "rcvbuf", "errors", "closed", "on_change", "broadcast",
+                 "reuse_addr", "ttl", "dropped", "v6only", "hop_limit", "dual")
 
-    def __init__(self, kind, rcvbuf=DEFAULT_RCVBUF):
+    def __init__(self, kind, rcvbuf=DEFAULT_RCVBUF, family=4):
         self.kind = kind                # "udp" or "icmp"
-        self.local_addr = ANY
+        self.family = family            # 4 or 6: the socket's family
+        self.local_addr = ANY if family == 4 else ANY6
         self.local_port = 0             # for "icmp": the echo identifier
         self.remote = None              # (addr, port) once connected
         self.queue = collections.deque()
@@ -41,7 +43,15 @@ class DatagramEndpoint:
         self.broadcast = False          # SO_BROADCAST
         self.reuse_addr = False         # SO_REUSEADDR
         self.ttl = None                 # IP_TTL; None means the stack default
+        self.hop_limit = None           # IPV6_UNICAST_HOPS; None means the stack default
+        self.v6only = False             # IPV6_V6ONLY
+        self.dual = family == 6 and kind == "udp"   # see the module note
         self.dropped = 0
+
+    def set_v6only(self, value):
+        """IPV6_V6ONLY (an IPv6 UDP endpoint not yet bound)."""
+        self.v6only = bool(value)
+        self.dual = self.family == 6 and self.kind == "udp" and not self.v6only
 
     def deliver(self, payload, source, ttl):
         """Queue a datagram from ``source`` ((addr, port)); False if the buffer is full."""
@@ -81,7 +91,9 @@ class PortTable:
     """Local (address, port) bindings of one protocol, with ephemeral port selection.
 
     Binding rules follow Linux: a port is shared between a wildcard and a specific address,
-    or between two sockets on the same address, only if both set SO_REUSEADDR.
+    or between two sockets on the same address, only if both set SO_REUSEADDR.  The IPv4
+    wildcard covers IPv4 addresses, the IPv6 one IPv6 addresses, and a dual endpoint's IPv6
+    wildcard both (see the module note).
     """
 
     def __init__(self, rng, low=EPHEMERAL_LOW, high=EPHEMERAL_HIGH):
@@ -91,10 +103,11 @@ class PortTable:
         self.bound = {}             # (addr, port) -> endpoint
         self.by_port = collections.defaultdict(list)
 
-    def conflicts(self, addr, port, reuse_addr):
-        """True if binding ``addr:port`` would collide with an existing binding."""
+    def conflicts(self, addr, port, reuse_addr, dual=False):
+        """True if binding ``addr:port`` (``dual``: an IPv6 wildcard that takes IPv4 too)
+        would collide with an existing binding."""
         for other in self.by_port.get(port, ()):
-            if other.local_addr == addr or ANY in (addr, other.local_addr):
+            if _overlap(addr, dual, other.local_addr, other.dual):
                 if not (reuse_addr and other.reuse_addr):
                     return True
         return False
@@ -104,17 +117,18 @@ class PortTable:
 
         Returns the port, or None when the address is in use / no ephemeral port is free.
         """
+        dual = endpoint.dual and addr == ANY6
         if port == 0:
             span = self.high - self.low + 1
             start = self.rng.randrange(span)
             for i in range(span):
                 candidate = self.low + (start + i) % span
-                if not self.conflicts(addr, candidate, endpoint.reuse_addr):
+                if not self.conflicts(addr, candidate, endpoint.reuse_addr, dual):
                     port = candidate
                     break
             else:
                 return None
-        elif self.conflicts(addr, port, endpoint.reuse_addr):
+        elif self.conflicts(addr, port, endpoint.reuse_addr, dual):
             return None
         endpoint.local_addr = addr
         endpoint.local_port = port
@@ -142,12 +156,36 @@ class PortTable:
             del self.by_port[port]
 
     def lookup(self, addr, port):
-        """The endpoint that receives datagrams for ``addr:port``: exact address first."""
+        """The endpoint that receives datagrams for ``addr:port``: exact address first, then
+        the family's wildcard, then (IPv4) a dual IPv6 wildcard."""
         endpoint = self.bound.get((addr, port))
         if endpoint is None:
-            endpoint = self.bound.get((ANY, port))
+            if len(addr) == 4:
+                endpoint = self.bound.get((ANY, port))
+                if endpoint is None:
+                    endpoint = self.bound.get((ANY6, port))
+                    if endpoint is not None and not endpoint.dual:
+                        return None
+            else:
+                endpoint = self.bound.get((ANY6, port))
         return endpoint
 
     def all_on_port(self, port):
         """Every endpoint bound to ``port`` (for broadcast delivery)."""
         return list(self.by_port.get(port, ()))
+
+
+def _overlap(a, a_dual, b, b_dual):
+    """Whether bindings to local addresses ``a`` and ``b`` (each 4 or 16 bytes; ``*_dual``: an
+    IPv6 wildcard that takes IPv4 too) receive some datagrams in common."""
+    if a == b:
+        return True
+    if a == ANY:
+        return len(b) == 4 or b_dual
+    if b == ANY:
+        return len(a) == 4 or a_dual
+    if a == ANY6:
+        return len(b) == 16 or a_dual
+    if b == ANY6:
+        return len(a) == 16 or b_dual
+    return False

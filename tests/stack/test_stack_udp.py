@@ -229,7 +229,7 @@ def test_broadcast_needs_so_broadcast(pair):
     assert listener.recvfrom(100) == (b"hello all", ("10.0.0.1", s.getsockname()[1]))
 
 
-def test_emsgsize_beyond_the_mtu(net):
+def test_beyond_the_mtu_datagrams_are_fragmented_and_beyond_65507_refused(net):
     a = net.stack("ip=10.0.0.1/24,mtu=576")
     b = net.stack("ip=10.0.0.2/24")
     r = b.socket()
@@ -238,8 +238,13 @@ def test_emsgsize_beyond_the_mtu(net):
     s = a.socket()
     s.sendto(bytes(576 - 28), ("10.0.0.2", 7))      # exactly fits
     assert len(r.recv(2000)) == 548
+    assert a.host.stats["ipv4_fragmented"] == 0
+    s.sendto(bytes(range(256)) * 8, ("10.0.0.2", 7))  # as Linux: fragmented locally
+    assert r.recv(4000) == bytes(range(256)) * 8
+    assert a.host.stats["ipv4_fragments_sent"] == 4   # 552 + 552 + 552 + 392 bytes
+    assert b.host.stats["ipv4_reassembled"] == 1
     with pytest.raises(OSError) as info:
-        s.sendto(bytes(576 - 27), ("10.0.0.2", 7))
+        s.sendto(bytes(65508), ("10.0.0.2", 7))
     assert info.value.errno == errno.EMSGSIZE
 
 
