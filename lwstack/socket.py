@@ -1,8 +1,13 @@
 """A stdlib-compatible socket API over lwstack stacks.
 
 ``lwstack.socket.socket(family, type, proto, stack=...)`` behaves like :class:`socket.socket`
-for what lwstack implements so far: IPv4 TCP stream sockets (:mod:`lwstack._stream`), UDP
-and Linux-style ICMP echo ("ping") datagram sockets.  Blocking, non-blocking and timeout modes follow the stdlib, and errors are
+for what lwstack implements so far: TCP stream sockets (:mod:`lwstack._stream`), UDP and
+Linux-style ICMP / ICMPv6 echo ("ping") datagram sockets, for AF_INET and AF_INET6.
+
+AF_INET6 sockets take and give ``(host, port, flowinfo, scope_id)`` addresses as the stdlib
+does; ``scope_id`` of a link-scoped address is the stack's one interface,
+:data:`lwstack.iface.host6.IFINDEX`.  A UDP socket on ``::`` is dual-stack unless
+IPV6_V6ONLY is set (Linux's ``bindv6only=0``): IPv4 peers appear as ``::ffff:a.b.c.d``.  Blocking, non-blocking and timeout modes follow the stdlib, and errors are
 ``OSError(errno, strerror)`` so that CPython picks the same subclass a kernel socket would give
 (``ConnectionRefusedError``, ``BlockingIOError``, ...); a timeout raises ``TimeoutError``.
 
@@ -14,12 +19,16 @@ import os as _os
 import socket as _stdlib
 import struct as _struct
 
-from lwstack.proto.datagram import ANY as _ANY
+from lwstack.iface.host6 import IFINDEX as _IFINDEX
+from lwstack.proto.datagram import ANY as _ANY, ANY6 as _ANY6
 from lwstack.wire.ipv4 import addr_to_str as _addr_to_str, parse_addr as _parse_addr
+from lwstack.wire.ipv6 import addr6_to_str as _addr6_to_str, parse_addr6 as _parse_addr6
 
 # The constants and exceptions are the stdlib's own, so code can mix both modules.
-from socket import (AF_INET, AF_INET6, AF_UNSPEC, IPPROTO_ICMP, IPPROTO_IP, IPPROTO_TCP,  # noqa: F401
-                    IPPROTO_UDP, IP_TTL, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC,
+from socket import (AF_INET, AF_INET6, AF_UNSPEC, IPPROTO_ICMP, IPPROTO_ICMPV6,  # noqa: F401
+                    IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IP_TTL,
+                    IPV6_HOPLIMIT, IPV6_RECVHOPLIMIT, IPV6_UNICAST_HOPS, IPV6_V6ONLY,
+                    MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC,
                     SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK,
                     SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SO_BROADCAST, SO_ERROR, SO_RCVBUF, SO_REUSEADDR,
                     SO_SNDBUF, SO_TYPE, gaierror, herror, timeout)
@@ -27,10 +36,13 @@ from socket import error  # noqa: F401  (an alias of OSError, kept for old code)
 
 #: Linux's IP_RECVTTL (12), which the stdlib does not export.
 IP_RECVTTL = getattr(_stdlib, "IP_RECVTTL", 12)
+#: lwstack speaks IPv6 (as :data:`socket.has_ipv6`).
+has_ipv6 = True
 
 __all__ = ["socket", "getdefaulttimeout", "setdefaulttimeout", "create_connection",
-           "create_server", "AF_INET", "SOCK_STREAM", "SOCK_DGRAM", "IPPROTO_TCP", "IPPROTO_UDP",
-           "IPPROTO_ICMP", "gaierror", "timeout"]
+           "create_server", "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "IPPROTO_TCP",
+           "IPPROTO_UDP", "IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_IPV6", "IPV6_V6ONLY",
+           "IPV6_UNICAST_HOPS", "has_ipv6", "gaierror", "timeout"]
 
 # Plain ints for the per-call paths: arithmetic on the stdlib's IntFlag members is slow.
 _DONTWAIT = int(MSG_DONTWAIT)
@@ -94,9 +106,7 @@ class socket:
             raise _oserror(_errno.ENETDOWN, "the stack is closed")
         nonblocking = bool(type & SOCK_NONBLOCK)
         base_type = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
-        if family == AF_INET6:
-            raise _oserror(_errno.EAFNOSUPPORT, "IPv6 is not supported yet")
-        if family != AF_INET:
+        if family not in (AF_INET, AF_INET6):
             raise _oserror(_errno.EAFNOSUPPORT)
         self.family = _stdlib.AddressFamily(family)
         self.type = _stdlib.SocketKind(base_type)
@@ -130,6 +140,8 @@ class socket:
     # -- addresses ---------------------------------------------------------------------------
 
     def _resolve(self, address, for_bind=False):
+        if self.family == AF_INET6:
+            return self._resolve6(address, for_bind)
         if not isinstance(address, tuple) or len(address) != 2:
             raise TypeError(f"AF_INET address must be a pair (host, port), not {address!r}")
         host, port = address
@@ -150,6 +162,59 @@ class socket:
         except ValueError:
             # Names need the resolver (DNS arrives with automatic configuration).
             raise gaierror(_stdlib.EAI_NONAME, "Name or service not known") from None
+
+    def _resolve6(self, address, for_bind=False):
+        """An AF_INET6 address tuple -> ``(16-byte address, port)``, checked as the stdlib and
+        Linux check it: a link-scoped address needs a ``scope_id`` (EINVAL) naming our
+        interface (ENODEV for bind, ENETUNREACH otherwise)."""
+        if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+        host, port, flowinfo, scope_id = address + (0,) * (4 - len(address))
+        for value in (port, flowinfo, scope_id):
+            if not isinstance(value, int):
+                raise TypeError(f"'{type(value).__name__}' object cannot be interpreted as an "
+                                "integer")
+        if not 0 <= port <= 0xFFFF:
+            raise OverflowError("port must be 0-65535.")
+        if not 0 <= flowinfo <= 0xFFFFF:
+            raise OverflowError("flowinfo must be 0-1048575.")
+        if not isinstance(host, (str, bytes)):
+            raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host == "":
+            return _ANY6, port
+        host, _, zone = host.partition("%")
+        if zone:
+            scope_id = int(zone) if zone.isdigit() else -1
+        try:
+            addr = _parse_addr6(host)
+        except ValueError:
+            try:
+                _parse_addr(host)
+            except ValueError:
+                # Names need the resolver.
+                raise gaierror(_stdlib.EAI_NONAME, "Name or service not known") from None
+            raise gaierror(_stdlib.EAI_ADDRFAMILY,
+                           "Address family for hostname not supported") from None
+        if addr[0] == 0xFE and addr[1] & 0xC0 == 0x80 or addr[0] == 0xFF and addr[1] & 0x0F <= 2:
+            if scope_id not in (0, _IFINDEX):
+                raise _oserror(_errno.ENODEV if for_bind else _errno.ENETUNREACH)
+            if scope_id == 0 and for_bind and addr[0] != 0xFF:
+                raise _oserror(_errno.EINVAL)      # Linux: binding link-local needs a device
+        return addr, port
+
+    def _sockaddr(self, addr, port):
+        """The address tuple the stdlib would give for wire address ``addr`` (4 or 16
+        bytes): ``(host, port)`` on AF_INET; ``(host, port, 0, scope_id)`` on AF_INET6, IPv4
+        as ``::ffff:a.b.c.d``."""
+        if self.family == AF_INET:
+            return _addr_to_str(addr), port
+        if len(addr) == 4:
+            return "::ffff:" + _addr_to_str(addr), port, 0, 0
+        scoped = addr[0] == 0xFE and addr[1] & 0xC0 == 0x80 or \
+            addr[0] == 0xFF and addr[1] & 0x0F <= 2
+        return _addr6_to_str(addr), port, 0, _IFINDEX if scoped else 0
 
     @property
     def stack(self):
@@ -194,16 +259,18 @@ class DatagramSocket(socket):
     def _open(self, base_type, proto):
         if base_type != SOCK_DGRAM:
             raise _oserror(_errno.ESOCKTNOSUPPORT)
+        ping = IPPROTO_ICMPV6 if self.family == AF_INET6 else IPPROTO_ICMP
         if proto in (0, IPPROTO_UDP):
             kind, proto = "udp", IPPROTO_UDP
-        elif proto == IPPROTO_ICMP:
+        elif proto == ping:
             kind = "icmp"
         else:
             raise _oserror(_errno.EPROTONOSUPPORT)
         self.proto = proto
-        self._endpoint = self._host.open_endpoint(kind)
+        self._endpoint = self._host.open_endpoint(kind, 6 if self.family == AF_INET6 else 4)
         self._endpoint.on_change = self._driver.endpoint_changed
         self._recv_ttl = False
+        self._recv_hoplimit = False
         self._sndbuf = 212992
 
     def bind(self, address):
@@ -226,6 +293,9 @@ class DatagramSocket(socket):
             self._check_open()
             if addr == _ANY:
                 addr = self._host.interfaces[0].address if self._host.interfaces else addr
+            if self.family == AF_INET6 and _needs_scope(addr) and not _scope_id(address) \
+                    and not _needs_scope(self._endpoint.local_addr):
+                return _errno.EINVAL      # Linux: connecting to link-local needs a device
             try:
                 self._host.connect(self._endpoint, addr, port, self._driver.now())
             except OSError as exc:
@@ -233,18 +303,18 @@ class DatagramSocket(socket):
         return 0
 
     def getsockname(self):
-        """The local ``(host, port)``; ``('0.0.0.0', 0)`` before binding."""
+        """The local ``(host, port)``; ``('0.0.0.0', 0)`` before binding (AF_INET6:
+        ``(host, port, flowinfo, scope_id)``, ``('::', 0, 0, 0)``)."""
         self._check_open()
         ep = self._endpoint
-        return _addr_to_str(ep.local_addr), ep.local_port if ep.kind == "udp" else 0
+        return self._sockaddr(ep.local_addr, ep.local_port if ep.kind == "udp" else 0)
 
     def getpeername(self):
-        """The connected peer's ``(host, port)``; ENOTCONN if not connected."""
+        """The connected peer's address; ENOTCONN if not connected."""
         self._check_open()
         if self._endpoint.remote is None:
             raise _oserror(_errno.ENOTCONN)
-        addr, port = self._endpoint.remote
-        return _addr_to_str(addr), port
+        return self._sockaddr(*self._endpoint.remote)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -257,7 +327,7 @@ class DatagramSocket(socket):
         self._check_flags(flags, _DONTWAIT)
         data = self._as_bytes(data)
         addr, port = self._resolve(address)
-        if addr == _ANY:
+        if addr == _ANY or addr == _ANY6:
             raise _oserror(_errno.EDESTADDRREQ) if port == 0 else _oserror(_errno.ENETUNREACH)
         return self._send(data, addr, port)
 
@@ -322,6 +392,8 @@ class DatagramSocket(socket):
         ancdata = []
         if self._recv_ttl and ancbufsize >= _stdlib.CMSG_SPACE(4):
             ancdata.append((IPPROTO_IP, IP_TTL, _struct.pack("i", ttl)))
+        if self._recv_hoplimit and ancbufsize >= _stdlib.CMSG_SPACE(4):
+            ancdata.append((IPPROTO_IPV6, IPV6_HOPLIMIT, _struct.pack("i", ttl)))
         return data, ancdata, MSG_TRUNC if truncated else 0, source
 
     def _recv(self, bufsize, flags):
@@ -344,7 +416,7 @@ class DatagramSocket(socket):
                 raise _oserror(pending)
             payload, (addr, port), ttl = endpoint.queue[0] if flags & _PEEK else endpoint.take()
         truncated = len(payload) > bufsize
-        return bytes(payload[:bufsize]), ttl, (_addr_to_str(addr), port), truncated
+        return bytes(payload[:bufsize]), ttl, self._sockaddr(addr, port), truncated
 
     def _ready(self):
         return self._endpoint.readable or self._closed or self._driver.closed
@@ -352,7 +424,8 @@ class DatagramSocket(socket):
     # -- options -----------------------------------------------------------------------------
 
     def setsockopt(self, level, option, value, optlen=None):
-        """SO_BROADCAST, SO_REUSEADDR, SO_RCVBUF, SO_SNDBUF, IP_TTL, IP_RECVTTL."""
+        """SO_BROADCAST, SO_REUSEADDR, SO_RCVBUF, SO_SNDBUF, IP_TTL, IP_RECVTTL; on AF_INET6
+        also IPV6_V6ONLY (before bind), IPV6_UNICAST_HOPS and IPV6_RECVHOPLIMIT."""
         self._check_open()
         if optlen is not None or not isinstance(value, (int, bool)):
             if isinstance(value, (bytes, bytearray)) and len(value) >= 4:
@@ -376,6 +449,19 @@ class DatagramSocket(socket):
             ep.ttl = None if value == -1 else value
         elif level == IPPROTO_IP and option == IP_RECVTTL:
             self._recv_ttl = bool(value)
+        elif level == IPPROTO_IPV6 and self.family == AF_INET6:
+            if option == IPV6_V6ONLY:
+                if ep.local_port or ep.kind != "udp":
+                    raise _oserror(_errno.EINVAL)
+                ep.set_v6only(value)
+            elif option == IPV6_UNICAST_HOPS:
+                if not -1 <= value <= 255:
+                    raise _oserror(_errno.EINVAL)
+                ep.hop_limit = None if value == -1 else value
+            elif option == IPV6_RECVHOPLIMIT:
+                self._recv_hoplimit = bool(value)
+            else:
+                raise _oserror(_errno.ENOPROTOOPT)
         else:
             raise _oserror(_errno.ENOPROTOOPT)
 
@@ -400,6 +486,12 @@ class DatagramSocket(socket):
             value = ep.ttl or self._host.default_ttl
         elif level == IPPROTO_IP and option == IP_RECVTTL:
             value = int(self._recv_ttl)
+        elif level == IPPROTO_IPV6 and self.family == AF_INET6 and option == IPV6_V6ONLY:
+            value = int(ep.v6only)
+        elif level == IPPROTO_IPV6 and self.family == AF_INET6 and option == IPV6_UNICAST_HOPS:
+            value = ep.hop_limit or self._host.hop_limit6
+        elif level == IPPROTO_IPV6 and self.family == AF_INET6 and option == IPV6_RECVHOPLIMIT:
+            value = int(self._recv_hoplimit)
         else:
             raise _oserror(_errno.ENOPROTOOPT)
         return _struct.pack("i", value)[:buflen] if buflen else value
@@ -422,6 +514,22 @@ class DatagramSocket(socket):
             raise _oserror(_errno.EINVAL)
         if self._endpoint.remote is None:
             raise _oserror(_errno.ENOTCONN)
+
+
+def _scope_id(address):
+    """The scope an AF_INET6 address tuple names (its 4th item or a ``%zone``), else 0."""
+    host = address[0]
+    if isinstance(host, bytes):
+        host = host.decode()
+    zone = host.partition("%")[2] if isinstance(host, str) else ""
+    if zone:
+        return int(zone) if zone.isdigit() else -1
+    return address[3] if len(address) > 3 else 0
+
+
+def _needs_scope(addr):
+    """Link-local unicast (fe80::/10): Linux wants an interface to connect to it."""
+    return len(addr) == 16 and addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
 
 
 def create_connection(address, timeout=_GLOBAL_DEFAULT, source_address=None, *, stack=None):

@@ -11,6 +11,7 @@ from lwstack.proto.tcp.table import OWING_STATES
 from lwstack.runtime import ThreadedDriver
 from lwstack.wire.ethernet import mac_to_str
 from lwstack.wire.ipv4 import addr_to_str
+from lwstack.wire.ipv6 import addr6_to_str
 
 _thread_default = threading.local()
 #: Seconds :meth:`Stack.close` lets TCP connections finish delivering (see there).
@@ -73,6 +74,8 @@ class Stack:
         self.driver = driver
         with driver.lock:
             self.host = Host(self.config, driver.now(), rng=rng)
+            # Address changes wake threads waiting on the stack (wait_ipv6_configured).
+            self.host.on_ipv6_change = lambda: driver.endpoint_changed(None)
             driver.attach(self.host)
         _open_stacks.add(self)
 
@@ -85,8 +88,50 @@ class Stack:
 
     @property
     def addresses(self):
-        """IPv4 addresses with prefix lengths, e.g. ``['10.0.0.2/24']``."""
-        return [f"{addr_to_str(i.address)}/{i.prefix_len}" for i in self.host.interfaces]
+        """Usable addresses with prefix lengths, IPv4 first, then IPv6 (link-local first), e.g.
+        ``['10.0.0.2/24', 'fe80::ff:fe00:2/64', 'fd00::2/64']``; IPv6 addresses still in
+        duplicate address detection are not listed (see :attr:`ipv6_addresses`)."""
+        with self.driver.lock:
+            host = self.host
+            found = [f"{addr_to_str(i.address)}/{i.prefix_len}" for i in host.interfaces]
+            usable = [a for a in host.ipv6_addresses() if a.state != "tentative"]
+        usable.sort(key=lambda a: a.origin != "link-local")
+        return found + [f"{addr6_to_str(a.addr)}/{a.prefix_len}" for a in usable]
+
+    @property
+    def ipv6_addresses(self):
+        """Every IPv6 address with its state and origin: ``[(address/len, state, origin)]``,
+        state ``"tentative"`` (DAD running), ``"preferred"`` or ``"deprecated"``, origin
+        ``"link-local"``, ``"manual"`` (``ip=``), ``"slaac"`` or ``"dhcpv6"``."""
+        with self.driver.lock:
+            return [(f"{addr6_to_str(a.addr)}/{a.prefix_len}", a.state, a.origin)
+                    for a in self.host.ipv6_addresses()]
+
+    @property
+    def link_local(self):
+        """The IPv6 link-local address as text, or None before it passed DAD."""
+        with self.driver.lock:
+            addr = self.host.link_local
+        return addr6_to_str(addr) if addr is not None else None
+
+    @property
+    def ipv6_configured(self):
+        """True once IPv6 is as the configuration asked
+        (:meth:`lwstack.iface.host.Host.ipv6_configured` says what that means)."""
+        with self.driver.lock:
+            return self.host.ipv6_configured()
+
+    def wait_ipv6_configured(self, timeout=None):
+        """Block until :attr:`ipv6_configured` (True) or ``timeout`` seconds (False); on a
+        :class:`~lwstack.sim.VirtualNetwork` the seconds are virtual."""
+        host = self.host
+        with self.driver.lock:
+            try:
+                return self.driver.wait_for(
+                    lambda: host.ipv6_configured() or self.driver.closed, timeout) \
+                    and host.ipv6_configured()
+            except RuntimeError:          # a virtual network with nothing left to run
+                return host.ipv6_configured()
 
     @property
     def mtu(self):
@@ -96,14 +141,19 @@ class Stack:
     def stats(self):
         """A snapshot of the stack's counters (frames, drops by reason, ...)."""
         with self.driver.lock:
-            counters = dict(self.host.stats)
-            counters.update({f"arp.{k}": v for k, v in self.host.arp.stats.items()})
+            host = self.host
+            counters = dict(host.stats)
+            for prefix, part in (("arp", host.arp), ("nd", host.nd), ("slaac", host.slaac),
+                                 ("mld", host.mld), ("frag", host.fragments),
+                                 ("pmtu", host.pmtu)):
+                counters.update({f"{prefix}.{k}": v for k, v in part.stats.items()})
         return counters
 
     # -- sockets ---------------------------------------------------------------------------
 
     def socket(self, family=None, type=None, proto=0):
-        """A socket on this stack, like :func:`socket.socket` (AF_INET; SOCK_DGRAM so far)."""
+        """A socket on this stack, like :func:`socket.socket` (AF_INET by default; AF_INET6
+        too; SOCK_DGRAM by default)."""
         from lwstack import socket as lwsocket
         return lwsocket.socket(family if family is not None else lwsocket.AF_INET,
                                type if type is not None else lwsocket.SOCK_DGRAM,

@@ -1,6 +1,11 @@
 """lwping: ping from a fresh stack of its own, printing what iputils ping prints.
 
     lwping --net vde:///tmp/sw --conf ip=10.0.0.2/24 -c 3 10.0.0.1
+    lwping --net vde:///tmp/sw --conf ip=fd00::2/64 -c 3 fd00::1      (IPv6: auto or -6)
+    lwping --net vde:///tmp/sw --conf "" -c 3 fe80::1%lw0             (link-local: any zone)
+
+IPv6 waits for the stack's link-local address (and its ``ip=`` addresses) to pass duplicate
+address detection before the first request, as the kernel's ping waits for a usable source.
 """
 import math
 import struct
@@ -30,8 +35,15 @@ def main(argv=None):
     parser.add_argument("-W", dest="timeout", type=float, default=10.0,
                         help="seconds to wait for the last reply (default 10)")
     parser.add_argument("-q", dest="quiet", action="store_true", help="summary only")
-    parser.add_argument("destination", help="IPv4 address to ping")
+    family = parser.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 only")
+    family.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
+    parser.add_argument("destination", help="IPv4 or IPv6 address to ping")
     args = parser.parse_args(argv)
+    if args.family is None:
+        args.family = 6 if ":" in args.destination else 4
+    elif (args.family == 6) != (":" in args.destination):
+        parser.error(f"{args.destination}: not an IPv{args.family} address")
     if args.count < 0:
         parser.error(f"-c {args.count}: must be positive")
     if not args.interval > 0:
@@ -49,9 +61,16 @@ def _ping(args):
 
     lwcli.stop_on_sigterm()
     with lwstack.Stack(args.net, args.conf, description=f"lwping {args.conf}") as stack:
-        sock = stack.socket(lws.AF_INET, lws.SOCK_DGRAM, lws.IPPROTO_ICMP)
-        sock.setsockopt(lws.IPPROTO_IP, lws.IP_RECVTTL, 1)
-        sock.connect((args.destination, 0))
+        if args.family == 6:
+            sock = stack.socket(lws.AF_INET6, lws.SOCK_DGRAM, lws.IPPROTO_ICMPV6)
+            sock.setsockopt(lws.IPPROTO_IPV6, lws.IPV6_RECVHOPLIMIT, 1)
+            host, _, zone = args.destination.partition("%")
+            stack.wait_ipv6_configured(args.timeout)
+            sock.connect((host, 0, 0, stack.host.ifindex if zone else 0))
+        else:
+            sock = stack.socket(lws.AF_INET, lws.SOCK_DGRAM, lws.IPPROTO_ICMP)
+            sock.setsockopt(lws.IPPROTO_IP, lws.IP_RECVTTL, 1)
+            sock.connect((args.destination, 0))
         session = _Session(sock, args)
         try:
             session.run()
@@ -75,8 +94,13 @@ class _Session:
         self.duplicates = 0
         self.started = time.monotonic()
         self.source = sock.getsockname()[0]
-        print(f"PING {args.destination} ({args.destination}) {args.size}({args.size + 28}) "
-              "bytes of data.", flush=True)
+        self.v6 = args.family == 6
+        if self.v6:     # iputils: no space before the parenthesis, no header sizes
+            print(f"PING {args.destination}({args.destination}) {args.size} data bytes",
+                  flush=True)
+        else:
+            print(f"PING {args.destination} ({args.destination}) {args.size}({args.size + 28}) "
+                  "bytes of data.", flush=True)
 
     def run(self):
         args = self.args
@@ -105,15 +129,16 @@ class _Session:
         self.last_sent = time.monotonic()
         self.sent[sequence & 0xFFFF] = self.last_sent
         self.transmitted += 1
+        echo_request = 128 if self.v6 else 8
         try:
-            self.sock.send(struct.pack("!BBHHH", 8, 0, 0, 0, sequence & 0xFFFF) + data)
+            self.sock.send(struct.pack("!BBHHH", echo_request, 0, 0, 0, sequence & 0xFFFF) + data)
         except OSError as exc:
             self._error(sequence, exc)
 
     def _receive(self, timeout):
         self.sock.settimeout(timeout)
         try:
-            message, ancdata, _flags, (source, _port) = self.sock.recvmsg(65535, 64)
+            message, ancdata, _flags, address = self.sock.recvmsg(65535, 64)
         except TimeoutError:
             return
         except OSError as exc:
@@ -121,6 +146,9 @@ class _Session:
             outstanding = [seq for seq in self.sent if self.sent[seq] is not None]
             self._error(min(outstanding) if outstanding else self.transmitted, exc)
             return
+        source = address[0]
+        if self.v6 and "%" in self.args.destination and address[3]:
+            source += "%" + self.args.destination.partition("%")[2]
         sequence = struct.unpack_from("!H", message, 6)[0]
         sent_at = self.sent.get(sequence, False)
         if sent_at is False:
@@ -145,7 +173,12 @@ class _Session:
         self.errors += 1
         self.sent[sequence & 0xFFFF] = None
         if not self.args.quiet:
-            text = {113: "Destination Host Unreachable", 101: "Destination Net Unreachable"}
+            if self.v6:
+                text = {113: "Destination unreachable: Address unreachable",
+                        101: "Destination unreachable: No route",
+                        13: "Destination unreachable: Administratively prohibited"}
+            else:
+                text = {113: "Destination Host Unreachable", 101: "Destination Net Unreachable"}
             print(f"From {self.source} icmp_seq={sequence} "
                   f"{text.get(exc.errno, exc.strerror)}", flush=True)
 

@@ -100,7 +100,11 @@ def test_default_stack_per_thread(net):
 
 def test_unsupported_socket_kinds(net):
     stack = net.stack("ip=10.0.0.1/24")
-    for args, code in [((lwsocket.AF_INET6, lwsocket.SOCK_DGRAM), errno.EAFNOSUPPORT),
+    for args, code in [((lwsocket.AF_UNSPEC, lwsocket.SOCK_DGRAM), errno.EAFNOSUPPORT),
+                       ((lwsocket.AF_INET6, lwsocket.SOCK_DGRAM, lwsocket.IPPROTO_ICMP),
+                        errno.EPROTONOSUPPORT),
+                       ((lwsocket.AF_INET, lwsocket.SOCK_DGRAM, lwsocket.IPPROTO_ICMPV6),
+                        errno.EPROTONOSUPPORT),
                        ((lwsocket.AF_INET, lwsocket.SOCK_STREAM, 17), errno.EPROTONOSUPPORT),
                        ((lwsocket.AF_INET, lwsocket.SOCK_RAW), errno.ESOCKTNOSUPPORT),
                        ((lwsocket.AF_INET, lwsocket.SOCK_DGRAM, 6), errno.EPROTONOSUPPORT)]:
