@@ -152,9 +152,11 @@ class Ipv6Host:
         self.router = None              # the router-advertisement sender (start_router)
         self._router_pending = False
         self.on_ipv6_change = None
+        self._static6 = frozenset()
         if self.ipv6_disabled:
             return
         self.slaac.start(now)
+        self._static6 = frozenset(i.address for i in config.addresses6)
         for interface in config.addresses6:
             self.add_address6(interface.address, interface.prefix_len, now)
         if config.gateway6 is not None:
@@ -204,7 +206,8 @@ class Ipv6Host:
     def ipv6_configured(self):
         """True once IPv6 is as configured, for a "stack configured" wait:
 
-        - the link-local address passed DAD and every ``ip=`` address too;
+        - the link-local address passed DAD and every ``ip=`` address too (one that failed
+          DAD keeps the stack unconfigured);
         - with ``rd``: a default router is known (from an RA, or ``gw=``);
         - with ``slaac`` or ``dhcp6``: a preferred global address (any origin);
         - when an RA asked for stateful DHCPv6 (M flag) and our client runs stateful: an
@@ -214,7 +217,7 @@ class Ipv6Host:
         """
         if self.ipv6_disabled or self.link_local is None:
             return False
-        if any(a.origin == "manual" and a.state == TENTATIVE for a in self.addresses6.values()):
+        if not self._static6 <= self._local6:
             return False
         if self.accept_ra and not self.nd.routers:
             return False
