@@ -902,6 +902,8 @@ class Ipv6Host:
 
     def _sendto6(self, endpoint, payload, addr, port, now):
         self._now = now
+        if len(addr) == 4:                    # a connected socket's IPv4(-mapped) peer
+            addr = MAPPED_PREFIX + addr
         if addr[:12] == MAPPED_PREFIX:
             if endpoint.v6only or endpoint.kind != "udp":
                 raise _fail(errno.ENETUNREACH)
