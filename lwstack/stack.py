@@ -186,7 +186,9 @@ class Stack:
         :class:`~lwstack.sim.VirtualNetwork`) until no connection still owes its peer data or
         a FIN.  What is left then is reset, so no peer waits forever.  After closing, the
         stack's sockets fail with ENETDOWN (the network they lived on is gone); a closed socket
-        itself fails with EBADF.
+        itself fails with EBADF.  A DHCPv6 client releases its addresses and a router sends
+        its final advertisement (:meth:`lwstack.iface.host.Host.stop_ipv6`) before the port
+        is released.
         """
         driver = self.driver
         if driver.closed:
@@ -209,6 +211,7 @@ class Stack:
             for conn in list(tcp.connections.values()):
                 if conn.state in OWING_STATES:
                     conn.abort(now)
+            self.host.stop_ipv6(now)          # DHCPv6 RELEASE, a router's final RA
             driver.flush()
         driver.close()
         _open_stacks.discard(self)

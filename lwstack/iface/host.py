@@ -39,6 +39,33 @@ IPv6 "udp" records work the same way with 16-byte addresses: ``src`` None is our
 address for a link-local or multicast ``dst`` (DHCPv6), else the RFC 6724 choice; a multicast
 ``dst`` goes to its 33:33 MAC with hop limit 1.
 
+Router side (for lwrouter).  A stack becomes its link's IPv6 router and DHCPv6 server with
+:meth:`Host.start_router` and :meth:`Host.start_dhcp6_server` (under the driver's lock, then
+``driver.after_call()``)::
+
+    from lwstack.proto.ra_server import RaPrefix, RaServer, RouterConfig
+    from lwstack.proto.dhcp6_server import Dhcp6Server
+    from lwstack.wire.dhcp6 import duid_ll
+    with stack.driver.lock:
+        now = stack.driver.now()
+        stack.host.start_router(RaServer(RouterConfig(
+            prefixes=[RaPrefix(fd00_prefix)], dns_servers=[fd00_1], domains=["lan"],
+            managed=True)), now)
+        stack.host.start_dhcp6_server(Dhcp6Server(duid_ll(stack.host.mac),
+                                                  pool=(first, last), dns_servers=[...]), now)
+        stack.driver.after_call()
+
+- ``start_router(server, now)``: joins ff02::2, answers Router Solicitations, sends RAs from
+  the link-local address (the first once it passed DAD) with our MAC as SLLA, sets the R
+  flag in our NAs and ignores other routers' RAs.  ``stop_router(now)`` sends the final RA
+  (router lifetime 0); :meth:`lwstack.Stack.close` does it too (:meth:`Host.stop_ipv6`).
+- ``start_dhcp6_server(server, now)``: joins ff02::1:2 and runs the server on UDP port 547
+  as a service (a request not sent to ff02::1:2 is passed as unicast, RFC 8415 18.4);
+  returns the service, for :meth:`remove_service` and :meth:`leave_group`.
+- The host does not forward packets: a router that should not be the default route
+  advertises ``router_lifetime=0``; the configuration's ``ip=`` address gives the on-link
+  prefix.  The DHCPv4 server is a service like the others (see above).
+
 TCP's view (:class:`lwstack.proto.tcp.table.TcpTable` gets these at construction).  Every
 callback takes 4-byte (IPv4) or 16-byte (IPv6) addresses and dispatches on the length:
 

@@ -38,6 +38,7 @@ recomputes it only then, so IPv4-only traffic pays one attribute test for all of
 """
 import errno
 import math
+import os
 
 from lwstack.iface import addrgen
 from lwstack.iface.addrselect import LocalAddress, select_source
@@ -50,12 +51,13 @@ from lwstack.storage.fragments import FragmentReassembler, fragment_v6
 from lwstack.wire import WireError
 from lwstack.wire import icmpv6
 from lwstack.wire.ethernet import build_ethernet
-from lwstack.wire.ipv6 import (ALL_NODES, ALL_ROUTERS, ETHERTYPE_IPV6, HEADER_LEN as IPV6_HEADER_LEN,
-                               MIN_MTU, NH_FRAGMENT, NH_ICMPV6, NH_NONE,
-                               NH_TCP, NH_UDP, PARAM_UNKNOWN_NEXT_HEADER, UNSPECIFIED,
+from lwstack.wire.ipv6 import (ALL_NODES, ALL_ROUTERS, ETHERTYPE_IPV6, MIN_MTU, NH_FRAGMENT,
+                               NH_ICMPV6, NH_NONE, NH_TCP, NH_UDP, PARAM_UNKNOWN_NEXT_HEADER,
+                               UNSPECIFIED,
                                ParameterProblem, build_ipv6, build_router_alert_header,
                                ipv6_template, is_link_local, multicast_mac, parse_ipv6,
                                walk_extension_headers)
+from lwstack.wire.ipv6 import HEADER_LEN as IPV6_HEADER_LEN
 from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp6, parse_udp6
 
 ETHERTYPE_IPV6_BYTES = b"\x86\xdd"
@@ -83,7 +85,6 @@ _UNREACH6 = {
 
 
 def _fail(code, detail=None):
-    import os
     return OSError(code, os.strerror(code) + (f": {detail}" if detail else ""))
 
 
@@ -308,8 +309,7 @@ class Ipv6Host:
         self._source_cache.clear()
         link_local = self.slaac.link_local
         if link_local is not None:
-            if self.want_dhcp6 and self.dhcp6 is None:
-                self._start_dhcp6("stateful", now)
+            self._ensure_dhcp6(now)
             if self._router_pending:
                 self._router_pending = False
                 self.router.start(now)
@@ -968,9 +968,20 @@ class Ipv6Host:
         self.drain_service(service, now)
 
     def _ra_dhcp6(self, managed, other, now):
-        """An RA's M/O flags changed (RFC 4861 4.2): M asks for stateful DHCPv6, O for
-        stateless; a stateless client is replaced by a stateful one when M appears."""
-        if not (managed or other) or self.link_local is None:
+        """An RA's M/O flags changed (RFC 4861 4.2)."""
+        self._ensure_dhcp6(now)
+
+    def _ensure_dhcp6(self, now):
+        """Run the DHCPv6 client the configuration and the last RA ask for, once the
+        link-local address exists (its messages come from it): stateful for ``dhcp6`` or
+        the M flag, stateless for the O flag alone; a stateless client gives way to a
+        stateful one when M appears.  Nothing stops a running client when the flags go
+        away (its lease ends by itself)."""
+        if self.link_local is None or self.ipv6_disabled:
+            return
+        managed = self.want_dhcp6 or (self.accept_ra and self.slaac.managed)
+        other = self.accept_ra and self.slaac.other
+        if not (managed or other):
             return
         mode = "stateful" if managed else "stateless"
         current = self.dhcp6
@@ -982,6 +993,17 @@ class Ipv6Host:
             self.remove_service(current)
             self.dhcp6 = None
         self._start_dhcp6(mode, now)
+
+    def stop_ipv6(self, now):
+        """Leave the link cleanly (the stack is closing): the DHCPv6 client RELEASEs its
+        addresses (RFC 8415 18.2.7) and a running router sends its final RA (RFC 4861
+        6.2.5).  The messages are in :attr:`outbox` on return."""
+        if self.dhcp6 is not None:
+            service = self.dhcp6
+            service.client.stop(now)
+            self.drain_service(service, now)
+        if self.router is not None:
+            self.stop_router(now)
 
     # -- router side -----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from ipv6_helpers import A, A6_MAC, B6_MAC, Peer6, icmp6_of_type, link_local_of
+from ipv6_helpers import A, A6_MAC, B6_MAC, Peer6, icmp6_of_type, ipv6_packets, link_local_of
 from lwstack import socket as lwsocket
 from lwstack.iface.addrgen import eui64_address, hash_address
 from lwstack.proto.dhcp6_server import Dhcp6Server
@@ -214,3 +214,37 @@ def test_not_configured_without_a_router_when_rd_was_asked(net):
 @pytest.mark.parametrize("config", ["rd", "slaac", "dhcp6", "auto6"])
 def test_autoconfiguration_items_are_accepted_now(net, config):
     net.stack(config)
+
+
+def test_closing_stacks_releases_the_lease_and_withdraws_the_router(net):
+    router, _ = router_stack(net, managed=True, dhcp6=True)
+    server = router.host.services[-1].server
+    client = net.stack(f"mac={A6_MAC},rd,slaac")
+    watcher = net.stack(f"mac={B6_MAC},rd")
+    assert client.wait_ipv6_configured(15) and watcher.wait_ipv6_configured(15)
+    assert len(server.active(net.now)) == 2          # the M flag counts for "rd" too
+    client.close()                                   # RFC 8415 18.2.7: RELEASE
+    net.run(1)
+    assert [lease.address for lease in server.active(net.now)] == [
+        watcher.host.dhcp6.client.info.addresses[0].address]
+    router.close()                                   # RFC 4861 6.2.5: the final RA
+    net.run(1)
+    assert not watcher.host.nd.routers
+
+
+def test_an_ra_heard_before_the_link_local_address_still_starts_dhcp6(net):
+    peer = Peer6(net)
+    client = net.stack(f"mac={A6_MAC},rd")
+    net.run(0.1)
+    advert = icmpv6.RouterAdvertisement(managed=True, router_lifetime=600,
+                                        source_lladdr=peer.mac)
+    peer.send_icmp(bytes.fromhex("333300000001"), A("ff02::1"),
+                   advert.emit(peer.link_local, A("ff02::1")), src=peer.link_local,
+                   hop_limit=255)
+    net.run(0.0)
+    assert client.link_local is None and client.host.slaac.managed
+    net.run(5)
+    peer.collect()
+    dhcp = [p for p in ipv6_packets(peer.received) if p.protocol == 17 and p.udp[1] == 547]
+    assert dhcp and dhcp[0].header.src == link_local_of(A6_MAC)
+    assert dhcp[0].header.dst == A("ff02::1:2") and dhcp[0].udp[2][0] == 1   # SOLICIT

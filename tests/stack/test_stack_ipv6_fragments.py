@@ -155,7 +155,7 @@ def test_ipv4_reassembly_timeout_sends_time_exceeded_after_30_seconds(net, stack
     assert exceeded[0][3][:20] == first[:20]                   # it quotes fragment zero
 
 
-# -- path MTU ---------------------------------------------------------------------------------------
+# -- path MTU -----------------------------------------------------------------------------------
 
 def packet_too_big(peer, mtu, offending):
     return icmpv6.build_error(icmpv6.TYPE_PACKET_TOO_BIG, 0, offending, peer.link_local,
