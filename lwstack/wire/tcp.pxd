@@ -3,7 +3,7 @@ cimport cython
 
 # Compiled, the checksum functions are called through C (checksum.pxd), not as Python
 # callables: both modules are in setup.py's HOT_MODULES and are built together.
-from lwstack.wire.checksum cimport ones_sum, pseudo_header_sum
+from lwstack.wire.checksum cimport ones_sum, pseudo_header_sum, pseudo_header_sum6
 
 
 cdef class TcpSegment:
@@ -25,7 +25,7 @@ cdef class TcpSegment:
     cdef public object payload
 
 
-@cython.locals(n=Py_ssize_t, header_len=Py_ssize_t, seg=TcpSegment)
+@cython.locals(n=Py_ssize_t, header_len=Py_ssize_t, seg=TcpSegment, initial="unsigned long")
 cdef TcpSegment _decode(segment, src, dst, bint verify)
 
 @cython.locals(i=Py_ssize_t, kind=int, length=int, b0="unsigned int", b1="unsigned int")
@@ -45,6 +45,12 @@ cpdef bytes build_tcp(src, dst, src_port, dst_port, seq, ack, flags, window, opt
 cpdef bytearray build_tcp_frame(link_header, unsigned int ident, int src_port, int dst_port,
                                 long long seq, long long ack, int flags, int window, options,
                                 payload)
+
+@cython.locals(options_len=Py_ssize_t, header_len=Py_ssize_t, tcp_len=Py_ssize_t,
+               start=Py_ssize_t, frame=bytearray,
+               checksum="unsigned int", total="unsigned long")
+cpdef bytearray build_tcp_frame6(link_header, int src_port, int dst_port, long long seq,
+                                 long long ack, int flags, int window, options, payload)
 
 cpdef bint seq_lt(long long a, long long b)
 

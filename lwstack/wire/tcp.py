@@ -54,7 +54,7 @@ options and payload in one copy.  The checksum over the payload dominates both (
 import struct
 
 from lwstack.wire import WireError
-from lwstack.wire.checksum import ones_sum, pseudo_header_sum
+from lwstack.wire.checksum import ones_sum, pseudo_header_sum, pseudo_header_sum6
 
 FIN = 0x01
 SYN = 0x02
@@ -171,8 +171,9 @@ def flags_to_str(flags):
 def parse_tcp(segment, src, dst):
     """Validate and decode a TCP segment (the whole IP payload) sent from ``src`` to ``dst``.
 
-    ``src`` and ``dst`` are the 4-byte IPv4 addresses of the pseudo-header (RFC 9293 3.1);
-    the checksum over pseudo-header, header and payload must verify.  Returns a
+    ``src`` and ``dst`` are the addresses of the pseudo-header: 4 bytes for IPv4 (RFC 9293
+    3.1), 16 for IPv6 (RFC 8200 section 8.1); the checksum over pseudo-header, header and
+    payload must verify.  Returns a
     :class:`TcpSegment` whose payload is a ``memoryview`` into ``segment``.  Raises
     :class:`WireError` with ``tcp_truncated``, ``tcp_bad_header_len``, ``tcp_bad_checksum``
     or ``tcp_bad_option`` (see the module notes).
@@ -198,9 +199,15 @@ def _decode(segment, src, dst, verify):
     header_len = (offset >> 4) << 2
     if header_len < 20 or header_len > n:
         raise WireError("tcp_bad_header_len", f"{header_len} (have {n})")
-    # RFC 9293 3.1: the sum covers the pseudo-header (with the TCP length), header and data.
-    if verify and ones_sum(segment, pseudo_header_sum(src, dst, 6, n)) != 0xFFFF:
-        raise WireError("tcp_bad_checksum")
+    # RFC 9293 3.1: the sum covers the pseudo-header (with the TCP length), header and data;
+    # over IPv6 the pseudo-header of RFC 8200 section 8.1.
+    if verify:
+        if len(src) == 4:
+            initial = pseudo_header_sum(src, dst, 6, n)
+        else:
+            initial = pseudo_header_sum6(src, dst, 6, n)
+        if ones_sum(segment, initial) != 0xFFFF:
+            raise WireError("tcp_bad_checksum")
     seg = TcpSegment.__new__(TcpSegment)
     seg.src_port = src_port
     seg.dst_port = dst_port
@@ -321,7 +328,8 @@ def build_options(mss=0, wscale=-1, sack_permitted=False, timestamps=None, sack_
 
 def build_tcp(src, dst, src_port, dst_port, seq, ack, flags, window, options=b"",
               payload=b"", urgent=0):
-    """A TCP segment from ``src`` to ``dst`` (4-byte addresses): header, options, payload.
+    """A TCP segment from ``src`` to ``dst`` (4-byte IPv4 or 16-byte IPv6 addresses, for the
+    pseudo-header): header, options, payload.
 
     ``options`` comes from :func:`build_options` (a multiple of 4 bytes, at most 40);
     ``seq`` and ``ack`` are taken modulo 2**32; the checksum is filled in (RFC 9293 3.1).
@@ -341,7 +349,11 @@ def build_tcp(src, dst, src_port, dst_port, seq, ack, flags, window, options=b""
     # A field out of range fails the pack (struct.error) or, compiled, the conversion of a
     # negative sum to C (OverflowError).
     try:
-        total = pseudo_header_sum(src, dst, 6, length) + src_port + dst_port + (seq >> 16) + \
+        if len(src) == 4:
+            total = pseudo_header_sum(src, dst, 6, length)
+        else:
+            total = pseudo_header_sum6(src, dst, 6, length)
+        total += src_port + dst_port + (seq >> 16) + \
             (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF) + ((offset << 8) | flags) + window + \
             urgent
         if options_len:
@@ -403,6 +415,43 @@ def build_tcp_frame(link_header, ident, src_port, dst_port, seq, ack, flags, win
     view.release()
     if len(frame) < _MIN_FRAME:
         frame.extend(bytes(_MIN_FRAME - len(frame)))
+    return frame
+
+
+#: Ethernet (14) + IPv6 (40) bytes in front of a segment built by :func:`build_tcp_frame6`.
+LINK_HEADER_LEN6 = 54
+
+
+def build_tcp_frame6(link_header, src_port, dst_port, seq, ack, flags, window, options,
+                     payload):
+    """A whole Ethernet frame carrying one TCP segment over IPv6, built in one buffer.
+
+    The IPv6 twin of :func:`build_tcp_frame`: ``link_header`` is 54 bytes, the Ethernet header
+    then an IPv6 header without extension headers whose Payload Length is left zero
+    (:func:`lwstack.wire.ipv6.ipv6_template`).  IPv6 has no header checksum and no
+    identification, so only the payload length and the TCP checksum (over the RFC 8200
+    section 8.1 pseudo-header) are filled.  Returns a ``bytearray`` (always longer than the
+    60-byte Ethernet minimum: 54 + 20 bytes at least).
+    """
+    options_len = len(options)
+    header_len = HEADER_LEN + options_len
+    tcp_len = header_len + len(payload)
+    frame = bytearray(LINK_HEADER_LEN6 + tcp_len)
+    frame[0:LINK_HEADER_LEN6] = link_header
+    frame[18] = tcp_len >> 8
+    frame[19] = tcp_len & 0xFF
+    _HEADER.pack_into(frame, LINK_HEADER_LEN6, src_port, dst_port, seq & _MASK32,
+                      ack & _MASK32, header_len << 2, flags, window, 0, 0)
+    start = LINK_HEADER_LEN6 + HEADER_LEN
+    if options_len:
+        frame[start:start + options_len] = options
+    frame[start + options_len:] = payload
+    view = memoryview(frame)
+    total = pseudo_header_sum6(view[22:38], view[38:54], 6, tcp_len)
+    checksum = ~ones_sum(view[LINK_HEADER_LEN6:], total) & 0xFFFF
+    view.release()
+    frame[70] = checksum >> 8
+    frame[71] = checksum & 0xFF
     return frame
 
 

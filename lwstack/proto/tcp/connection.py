@@ -29,6 +29,11 @@ Design note.
 - Congestion control is pluggable (:mod:`lwstack.proto.tcp.congestion`, CUBIC by default);
   RTO per RFC 6298 (:mod:`lwstack.proto.tcp.rtt`), with RTT samples from timestamps
   (RFC 7323 section 4) or, without them, one timed segment at a time with Karn's rule.
+- Either family.  Addresses are 4 bytes (IPv4) or 16 (IPv6); the family matters only for the
+  MSS (the table's :meth:`~lwstack.proto.tcp.table.TcpTable.mss_for`, and the default of a
+  peer that announces none: 536 or 1220, RFC 9293 section 3.7.1) and the frame the table
+  builds.  A Packet Too Big / Fragmentation Needed lowers the MSS in flight
+  (:meth:`TcpConnection.path_mtu_reduced`).
 """
 import errno
 
@@ -70,8 +75,14 @@ DEFAULT_RCVBUF = 1 << 20
 MAX_BUFFER = 32 << 20
 #: Our window scale: enough for MAX_BUFFER (RFC 7323 section 2.3 caps it at 14).
 RCV_WSCALE = 9
-#: RFC 9293 section 3.7.1: the MSS to assume when the peer sends none.
+#: RFC 9293 section 3.7.1: the MSS to assume when the peer sends none (IPv4; over IPv6 the
+#: 1280-byte minimum MTU less 60 bytes of headers, RFC 8200 section 8.3).
 DEFAULT_PEER_MSS = 536
+DEFAULT_PEER_MSS6 = 1220
+#: The smallest path MTUs a Packet Too Big / Fragmentation Needed may bring us down to: IPv6's
+#: minimum link MTU (RFC 8200 section 5) and Linux's net.ipv4.route.min_pmtu.
+MIN_PATH_MTU6 = 1280
+MIN_PATH_MTU4 = 552
 #: Delayed ACK: at most this long (RFC 9293 section 3.8.6.3 says < 0.5 s; Linux uses 40 ms).
 DELAYED_ACK = 0.04
 #: Retransmissions before giving up: Linux's tcp_syn_retries, tcp_synack_retries, tcp_retries2.
@@ -98,6 +109,14 @@ TS_HZ = 1000
 def _fail(code):
     import os
     return OSError(code, os.strerror(code))
+
+
+def _endpoint_text(addr, port):
+    """``10.0.0.1:80`` or ``[fd00::1]:80``, for repr()."""
+    if len(addr) == 4:
+        return f"{'.'.join(map(str, addr))}:{port}"
+    import ipaddress
+    return f"[{ipaddress.IPv6Address(bytes(addr))}]:{port}"
 
 
 class TcpConnection:
@@ -128,6 +147,7 @@ class TcpConnection:
         self.linger = None            # None, or seconds (0: abort on close)
         self.reuse_addr = False
         self.user_timeout = 0.0       # TCP_USER_TIMEOUT in seconds, 0: off
+        self.v6only = False           # IPV6_V6ONLY: bound to ::, IPv4 is not ours (table)
         # -- send sequence space (absolute ints) -----------------------------------------------
         self.iss = 0
         self.snd_una = 0
@@ -154,6 +174,7 @@ class TcpConnection:
         self.mss = DEFAULT_PEER_MSS   # payload bytes per segment we send (options excluded)
         self.peer_mss = DEFAULT_PEER_MSS
         self.rcv_mss = DEFAULT_PEER_MSS  # largest segment seen, for delayed ACK decisions
+        self.path_mss = 0             # the MSS a Packet Too Big allows (0: no such limit)
         self.ts_ok = False
         self.sack_ok = False
         self.ts_recent = 0
@@ -165,7 +186,7 @@ class TcpConnection:
         self.scoreboard = Scoreboard()
         self._rtt_seq = None          # without timestamps: the segment being timed
         self._rtt_time = 0.0
-        self.recovery = None          # None, "fast" or "rto"
+        self.recovery = None          # None, "fast", "rto" or "pmtu" (resending after a PTB)
         self._recover = 0             # RFC 6582 "recover"
         self._high_rxt = 0            # highest byte retransmitted in this recovery
         self._lost_to = 0             # unSACKed bytes below this are lost
@@ -191,9 +212,9 @@ class TcpConnection:
         self._syn_time = None         # when the (first) SYN left, for an RTT sample
         self._ts_floor = None         # timestamp of the last RTO: older echoes are no samples
         self._force_rtx = False       # retransmit the first lost segment whatever the cwnd
-        self._link = None             # cached Ethernet+IPv4 header (the table's fast path)
+        self._link = None             # cached Ethernet+IP header (the table's fast path)
         self._link_valid_until = float("-inf")
-        self._ip_ident = 0
+        self._ip_ident = 0            # IPv4 identification; -1 on IPv6 connections
         self._scheduled = None        # the table's timer heap bookkeeping
         self._pending = False         # in the table's flush set
 
@@ -238,9 +259,9 @@ class TcpConnection:
         return code
 
     def __repr__(self):
-        remote = f"{'.'.join(map(str, self.remote_addr))}:{self.remote_port}" \
+        remote = f"{_endpoint_text(self.remote_addr, self.remote_port)}" \
             if self.remote_addr else "-"
-        return (f"<TcpConnection {'.'.join(map(str, self.local_addr))}:{self.local_port} -> "
+        return (f"<TcpConnection {_endpoint_text(self.local_addr, self.local_port)} -> "
                 f"{remote} {self.state}>")
 
     # -- opening ------------------------------------------------------------------------------
@@ -318,7 +339,8 @@ class TcpConnection:
 
     def _take_syn_options(self, syn):
         """Negotiate MSS, window scale, SACK and timestamps from the peer's SYN (or SYN-ACK)."""
-        self.peer_mss = syn.mss if syn.mss else DEFAULT_PEER_MSS
+        self.peer_mss = syn.mss if syn.mss else \
+            (DEFAULT_PEER_MSS if len(self.remote_addr) == 4 else DEFAULT_PEER_MSS6)
         if syn.wscale >= 0:
             # RFC 7323 section 2.3: a shift above 14 is used as 14 (and logged, by Linux).
             self.snd_wscale = min(syn.wscale, 14)
@@ -562,6 +584,48 @@ class TcpConnection:
         self._push(now)
         if self.rto_at is None:
             self._arm_rto(now)
+
+    def path_mtu_reduced(self, mtu, now):
+        """A router could not forward one of our segments: the path MTU is ``mtu`` (ICMPv6
+        Packet Too Big, RFC 8201; ICMP Fragmentation Needed, RFC 1191).  Returns True when
+        the MSS went down.
+
+        The MSS shrinks to fit (never below what IPv6's 1280-byte minimum or Linux's IPv4
+        floor of 552 allow, and never up: RFC 8201 section 4), and everything in flight is
+        resent at the new size at once, as Linux's ``tcp_simple_retransmit`` does: those
+        segments were dropped for their size, not for congestion, so the congestion window
+        is left alone.  The MSS is not raised again for the life of the connection.
+        """
+        v6 = len(self.remote_addr) == 16
+        mtu = max(mtu, MIN_PATH_MTU6 if v6 else MIN_PATH_MTU4)
+        cap = mtu - (60 if v6 else 40)
+        if self.path_mss and cap >= self.path_mss:
+            return False
+        self.path_mss = cap
+        if self.state == SYN_SENT or self.state == CLOSED:
+            return False                  # the SYN-ACK's MSS will be taken within this limit
+        mss = min(self.peer_mss, cap)
+        if self.ts_ok:
+            mss -= 12                     # RFC 6691, as in _take_syn_options
+        if mss >= self.mss:
+            return False
+        self.mss = mss
+        if self.cc is not None:
+            self.cc.set_mss(mss)
+        if self.state in _TRANSMITTING and self.snd_nxt > self.snd_una:
+            self.table.stats["pmtu_retransmits"] += 1
+            if self.recovery is None:
+                self.recovery = "pmtu"
+                self._recover = self.snd_nxt
+            self._rtt_seq = None          # Karn: no sample from what we resend
+            self._rtx_log.clear()
+            self._relost.clear()
+            self._high_rxt = self.snd_una
+            self._lost_to = self.snd_nxt
+            self._force_rtx = True
+            self._push(now)
+            self.table.reschedule(self)
+        return True
 
     def _persist_timeout(self, now):
         """Probe a zero window with one octet of new data (RFC 9293 section 3.8.6.1)."""
@@ -921,11 +985,12 @@ class TcpConnection:
         self._first_rtx_time = None
         if self.recovery is not None:
             if ack >= self._recover:
+                if self.recovery != "pmtu":   # a PTB made no congestion response to end
+                    self.cc.on_recovery_exit(now)
                 self.recovery = None      # RFC 6582 section 3.2 step 3: full acknowledgment
                 self._rtx_log.clear()
                 self._relost.clear()
                 self._dupacks = 0
-                self.cc.on_recovery_exit(now)
             elif self.recovery == "fast":
                 # Partial ACK (RFC 6582 step 4 / RFC 6675 section 5): the next hole is lost.
                 self._dupacks = 0

@@ -8,6 +8,10 @@
   coarse time, an MSS index and a MAC of the 4-tuple, so the final ACK can rebuild the
   connection without any state kept in between.
 
+The same functions serve IPv4 and IPv6: addresses are hashed as the bytes they are (4 or 16),
+so a 4-tuple of either family has its own ISN sequence, port offset and cookie MAC.  Cookies
+index a table of MSS values per family, like Linux's ``msstab`` and ``msstab6``.
+
 All take the secret from the caller (drawn from the stack's random generator), so simulations
 stay reproducible.  BLAKE2s is keyed natively and costs ~1 µs per call.
 """
@@ -15,6 +19,9 @@ import hashlib
 
 #: The MSS values a SYN cookie can carry (3 bits), as Linux's msstab plus jumbo sizes.
 COOKIE_MSS = (536, 1300, 1440, 1460, 4036, 8960, 8976, 9176)
+#: The same for IPv6 (Linux's msstab6: MTUs 1280, 1480, 1500, 9000 less 60 bytes of headers,
+#: plus our other jumbo sizes): IPv6 never goes below 1280 bytes (RFC 8200 section 5).
+COOKIE_MSS6 = (1220, 1420, 1440, 3976, 4016, 8940, 8956, 9156)
 #: A cookie's time counter ticks every 64 s (5 bits), and is honoured for two ticks.
 COOKIE_TICK = 64.0
 
@@ -43,15 +50,17 @@ def port_offset(secret, laddr, raddr, rport):
 def syn_cookie(secret, laddr, lport, raddr, rport, client_isn, mss, now):
     """The ISN for a stateless SYN-ACK: 5 bits of time, 3 of MSS index, 24 of keyed MAC.
 
-    Returns ``(cookie, mss_used)``: the largest table MSS not above ``mss``.
+    Returns ``(cookie, mss_used)``: the largest table MSS not above ``mss`` (the table of the
+    addresses' family, :data:`COOKIE_MSS` or :data:`COOKIE_MSS6`).
     """
     index = 0
-    for i, value in enumerate(COOKIE_MSS):
+    for i, value in enumerate(COOKIE_MSS if len(laddr) == 4 else COOKIE_MSS6):
         if value <= mss:
             index = i
     tick = int(now // COOKIE_TICK) & 0x1F
     mac = _cookie_mac(secret, laddr, lport, raddr, rport, client_isn, tick, index)
-    return (tick << 27) | (index << 24) | mac, COOKIE_MSS[index]
+    return (tick << 27) | (index << 24) | mac, \
+        (COOKIE_MSS if len(laddr) == 4 else COOKIE_MSS6)[index]
 
 
 def check_syn_cookie(secret, laddr, lport, raddr, rport, client_isn, cookie, now):
@@ -64,7 +73,7 @@ def check_syn_cookie(secret, laddr, lport, raddr, rport, client_isn, cookie, now
     if _cookie_mac(secret, laddr, lport, raddr, rport, client_isn, tick, index) \
             != cookie & 0xFFFFFF:
         return 0
-    return COOKIE_MSS[index]
+    return (COOKIE_MSS if len(laddr) == 4 else COOKIE_MSS6)[index]
 
 
 def _cookie_mac(secret, laddr, lport, raddr, rport, client_isn, tick, index):

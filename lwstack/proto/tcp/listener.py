@@ -29,6 +29,7 @@ class TcpListener:
         self.template = template      # the listening socket's connection: its options
         self.local_addr = template.local_addr
         self.local_port = template.local_port
+        self.v6only = template.v6only  # IPV6_V6ONLY: a listener on :: takes no IPv4 SYNs
         self.backlog = max(1, min(backlog, SOMAXCONN))
         self.syn_backlog = syn_backlog
         self.syn_queue = set()
@@ -85,11 +86,11 @@ class TcpListener:
         table = self.table
         table.stats["syncookies_sent"] += 1
         mss = seg.mss if seg.mss else 536
+        ours = table.mss_for_addr(src)
         cookie, mss_used = hashes.syn_cookie(table.secret, dst, self.local_port, src,
-                                             seg.src_port, seg.seq, min(mss, table.mtu - 40),
-                                             now)
+                                             seg.src_port, seg.seq, min(mss, ours), now)
         from lwstack.wire.tcp import ACK, SYN, build_options
-        options = build_options(mss=table.mtu - 40)
+        options = build_options(mss=ours)
         table.send_raw(dst, src, self.local_port, seg.src_port, cookie, (seg.seq + 1),
                        SYN | ACK, min(self.template.rcvbuf, 0xFFFF), options, now)
 
