@@ -563,7 +563,7 @@ class Host(Ipv6Host):
             if not self.interfaces:
                 raise _fail(errno.ENETUNREACH)
             return self.interfaces[0].address, dst
-        if self.is_local(dst):
+        if dst in self._local_addresses:
             return dst, dst
         route, next_hop = self.routes.lookup(dst)
         if route is None:
@@ -628,11 +628,12 @@ class Host(Ipv6Host):
         """
         if len(dst) == 16:
             return self._link_header6(src, dst, protocol, now)
-        if self.is_local(dst) or self._is_broadcast(dst):
+        # route() inlined (the per-ping path): local and broadcast destinations excluded,
+        # the limited broadcast among them.
+        if dst in self._local_addresses or dst in self._broadcast_addresses:
             return None
-        try:
-            _, next_hop = self.route(dst)
-        except OSError:
+        route, next_hop = self.routes.lookup(dst)
+        if route is None:
             return None
         neighbour = self.arp.reachable(next_hop, now)
         if neighbour is None:
