@@ -1,4 +1,4 @@
-"""TCP sockets for :mod:`lwstack.socket` (``socket(AF_INET, SOCK_STREAM)``).
+"""TCP sockets for :mod:`lwstack.socket` (``socket(AF_INET, SOCK_STREAM)`` and ``AF_INET6``).
 
 The socket is a thin layer over a :class:`~lwstack.proto.tcp.connection.TcpConnection` (or,
 after ``listen``, a :class:`~lwstack.proto.tcp.listener.TcpListener`): it takes the stack lock,
@@ -9,6 +9,13 @@ with ``ETIMEDOUT`` for a TCP-level timeout, ``timeout`` for a socket timeout).
 
 Timeouts follow the stdlib: ``None`` blocks, ``0`` is non-blocking (``BlockingIOError``), a
 number bounds each call (``sendall`` as a whole, as CPython does since 3.5).
+
+AF_INET6 sockets take and give ``(host, port, flowinfo, scope_id)`` tuples, and are dual-stack
+as on Linux (``bindv6only=0``): one bound to ``::`` (or not bound) also talks IPv4, its IPv4
+peers appearing as ``::ffff:a.b.c.d``, unless ``IPV6_V6ONLY`` was set before it was bound.
+Underneath, an IPv4-mapped address is the 4-byte IPv4 address (the connection *is* IPv4) and
+``::`` is :data:`~lwstack.proto.tcp.table.ANY6`; the table applies Linux's rules for mixing
+the families (see :mod:`lwstack.proto.tcp.table`).
 """
 import errno as _errno
 import io as _io
@@ -17,9 +24,11 @@ import struct as _struct
 
 from lwstack.proto.tcp import congestion as _congestion
 from lwstack.proto.tcp.connection import CLOSED, HANDSHAKE, MAX_BUFFER, TIME_WAIT
-from lwstack.socket import (IPPROTO_TCP, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ERROR, SO_RCVBUF,
-                            SO_REUSEADDR, SO_SNDBUF, SO_TYPE, SOL_SOCKET, _ANY, _DONTWAIT, _PEEK,
-                            _addr_to_str, _oserror, socket, timeout)
+from lwstack.proto.tcp.table import ANY6 as _ANY6
+from lwstack.socket import (AF_INET6, IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, SHUT_RD,
+                            SHUT_RDWR, SHUT_WR, SO_ERROR, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF,
+                            SO_TYPE, SOL_SOCKET, _ANY, _DONTWAIT, _PEEK, _needs_scope, _oserror,
+                            _scope_id, socket, timeout)
 
 SO_KEEPALIVE = _stdlib.SO_KEEPALIVE
 SO_LINGER = _stdlib.SO_LINGER
@@ -38,6 +47,8 @@ _MIN_SNDBUF = 4608
 _MIN_RCVBUF = 2304
 #: Linux's default listen backlog in Python (socket.listen() without an argument).
 _DEFAULT_BACKLOG = min(_stdlib.SOMAXCONN, 128)
+#: ``::ffff:0:0/96``, IPv4-mapped IPv6 addresses (RFC 4291 section 2.5.5.2).
+_MAPPED = bytes(10) + b"\xff\xff"
 
 
 class StreamSocket(socket):
@@ -49,6 +60,8 @@ class StreamSocket(socket):
         self.proto = IPPROTO_TCP
         self._table = self._host.tcp
         self._conn = self._table.new_connection()
+        if self.family == AF_INET6:
+            self._conn.local_addr = _ANY6
         self._conn.on_change = self._driver.endpoint_changed
         self._listener = None
         self._read_shut = False
@@ -103,9 +116,20 @@ class StreamSocket(socket):
 
     # -- addresses and connections -----------------------------------------------------------
 
+    def _resolve_tcp(self, address, for_bind=False):
+        """``(address bytes, port)`` for the table: an IPv4-mapped address of an AF_INET6
+        socket becomes the IPv4 address it maps (binding one is EINVAL with IPV6_V6ONLY, as
+        Linux says)."""
+        addr, port = self._resolve(address, for_bind)
+        if self.family == AF_INET6 and addr[:12] == _MAPPED:
+            if for_bind and self._conn.v6only:
+                raise _oserror(_errno.EINVAL)
+            addr = addr[12:]
+        return addr, port
+
     def bind(self, address):
         """Bind to ``(host, port)``; ``""`` is any local address, port 0 an ephemeral port."""
-        addr, port = self._resolve(address, for_bind=True)
+        addr, port = self._resolve_tcp(address, for_bind=True)
         with self._driver.lock:
             self._check_open()
             self._table.bind(self._conn, addr, port)
@@ -124,7 +148,7 @@ class StreamSocket(socket):
             return _errno.EAGAIN
 
     def _connect(self, address, raise_timeout):
-        addr, port = self._resolve(address)
+        addr, port = self._resolve_tcp(address)
         conn = self._conn
         with self._driver.lock:
             try:
@@ -136,6 +160,14 @@ class StreamSocket(socket):
             if addr == _ANY:
                 addr = b"\x7f\0\0\1" if not self._host.interfaces else \
                     self._host.interfaces[0].address
+            elif addr == _ANY6:
+                # Linux connects to ::1; we have no loopback interface: one of our addresses.
+                own = sorted((a.addr for a in self._host.ipv6_addresses()
+                              if self._host.is_local(a.addr)), key=_needs_scope)
+                addr = own[0] if own else b"\0" * 15 + b"\1"
+            elif conn.remote_addr is None and _needs_scope(addr) and \
+                    not _scope_id(address) and not _needs_scope(conn.local_addr):
+                return _errno.EINVAL      # Linux: a link-local peer needs an interface
             if conn.remote_addr is None:
                 try:
                     self._table.connect(conn, addr, port, self._driver.now())
@@ -202,21 +234,21 @@ class StreamSocket(socket):
             if conn is None:
                 raise _oserror(_errno.EINVAL)
         sock = StreamSocket._accepted(self, conn)
-        return sock, (_addr_to_str(conn.remote_addr), conn.remote_port)
+        return sock, self._sockaddr(conn.remote_addr, conn.remote_port)
 
     def getsockname(self):
-        """The local ``(host, port)``."""
+        """The local ``(host, port)`` (AF_INET6: ``(host, port, flowinfo, scope_id)``)."""
         self._check_open()
         conn = self._conn
-        return _addr_to_str(conn.local_addr), conn.local_port
+        return self._sockaddr(conn.local_addr, conn.local_port)
 
     def getpeername(self):
-        """The peer's ``(host, port)``; ENOTCONN before the connection is established."""
+        """The peer's address; ENOTCONN before the connection is established."""
         self._check_open()
         conn = self._conn
         if conn.remote_addr is None or not conn.connected or conn.state == CLOSED:
             raise _oserror(_errno.ENOTCONN)
-        return _addr_to_str(conn.remote_addr), conn.remote_port
+        return self._sockaddr(conn.remote_addr, conn.remote_port)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -361,7 +393,8 @@ class StreamSocket(socket):
 
     def setsockopt(self, level, option, value, optlen=None):
         """SO_REUSEADDR, SO_RCVBUF, SO_SNDBUF, SO_KEEPALIVE, SO_LINGER, TCP_NODELAY,
-        TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_CONGESTION, TCP_USER_TIMEOUT."""
+        TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_CONGESTION, TCP_USER_TIMEOUT; on
+        AF_INET6 also IPV6_V6ONLY (before bind or connect, EINVAL after, as Linux)."""
         self._check_open()
         conn = self._conn
         if level == IPPROTO_TCP and option == TCP_CONGESTION:
@@ -416,6 +449,11 @@ class StreamSocket(socket):
                 if value < 0:
                     raise _oserror(_errno.EINVAL)
                 conn.user_timeout = value / 1000.0
+            elif level == IPPROTO_IPV6 and option == IPV6_V6ONLY and self.family == AF_INET6:
+                if conn.local_port or self._listener is not None or \
+                        conn.remote_addr is not None:
+                    raise _oserror(_errno.EINVAL)
+                conn.v6only = bool(value)
             else:
                 raise _oserror(_errno.ENOPROTOOPT)
             self._driver.after_call()
@@ -444,6 +482,8 @@ class StreamSocket(socket):
             (IPPROTO_TCP, TCP_KEEPCNT): lambda: conn.keepcnt,
             (IPPROTO_TCP, TCP_USER_TIMEOUT): lambda: int(conn.user_timeout * 1000),
         }
+        if self.family == AF_INET6:
+            values[(IPPROTO_IPV6, IPV6_V6ONLY)] = lambda: int(conn.v6only)
         if (level, option) == (SOL_SOCKET, SO_ERROR):
             with self._driver.lock:
                 value = conn.pop_error()
@@ -556,7 +596,7 @@ class StreamSocket(socket):
         if not self._closed:
             laddr = self.getsockname()
             if self._conn.remote_addr is not None:
-                raddr = (_addr_to_str(self._conn.remote_addr), self._conn.remote_port)
+                raddr = self._sockaddr(self._conn.remote_addr, self._conn.remote_port)
         return (f"<lwstack.socket.socket{state} family={self.family!r}, type={self.type!r}, "
                 f"proto={self.proto}, laddr={laddr}, raddr={raddr}, "
                 f"state={self._conn.state if self._listener is None else 'LISTEN'}>")

@@ -21,6 +21,11 @@ and checks every segment the stack answers with (:meth:`TcpPeer.expect`, :func:`
   ``send(..., run=False)`` queues segments so that several arrive in one batch.
 - Sequence numbers are 32-bit wire values throughout (tests reason about them as RFC 9293
   does); :func:`assert_segment` compares them modulo 2**32.
+- IPv6: give IPv6 addresses (``TcpPeer(net, "fd00::1", "fd00::99")``) and the same peer speaks
+  TCP over IPv6 to an AF_INET6 socket: the stack gets ``ip=fd00::1/64``, is left to finish
+  DAD of its addresses first (``settle`` seconds, 3 by default: the log starts after that),
+  the peer is seeded REACHABLE in its neighbour cache and answers Neighbour Solicitations as
+  it answers ARP; frames are cross-checked by dpkt's IPv6 decoder.
 
 Typical use::
 
@@ -38,7 +43,10 @@ from lwstack import socket as lwsocket
 from lwstack.wire.ethernet import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, build_ethernet,
                                    parse_ethernet)
 from lwstack.wire.arp import OP_REPLY, OP_REQUEST, ArpPacket
+from lwstack.wire import icmpv6
 from lwstack.wire.ipv4 import addr_to_str, build_ipv4, parse_addr, parse_ipv4
+from lwstack.wire.ipv6 import (ETHERTYPE_IPV6, addr6_to_str, build_ipv6, parse_addr6,
+                               parse_ipv6)
 from lwstack.wire.tcp import (ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, build_options, build_tcp,
                               flags_to_str, parse_tcp)
 
@@ -91,17 +99,25 @@ def _inet_checksum(data):
 
 
 def cross_check(frame, seg):
-    """Decode ``frame`` with dpkt and check it agrees with lwstack's ``seg`` and sums right."""
+    """Decode ``frame`` with dpkt and check it agrees with lwstack's ``seg`` and sums right
+    (over IPv4 or IPv6, whose pseudo-header RFC 8200 section 8.1 defines)."""
     eth = dpkt.ethernet.Ethernet(bytes(frame))
     packet = eth.data
-    assert isinstance(packet, dpkt.ip.IP) and packet.p == 6, "not an IPv4/TCP frame"
-    tcp = packet.data
+    if isinstance(packet, dpkt.ip6.IP6):
+        assert packet.nxt == 6, "not an IPv6/TCP frame without extension headers"
+        raw = bytes(frame)[54:54 + packet.plen]
+        pseudo = bytes(packet.src) + bytes(packet.dst) + len(raw).to_bytes(4, "big") + \
+            bytes((0, 0, 0, 6))
+    else:
+        assert isinstance(packet, dpkt.ip.IP) and packet.p == 6, "not an IPv4/TCP frame"
+        raw = bytes(packet)[packet.hl * 4:packet.len]
+        pseudo = bytes(packet.src) + bytes(packet.dst) + bytes((0, 6)) + \
+            len(raw).to_bytes(2, "big")
+    tcp = dpkt.tcp.TCP(raw)
     assert (tcp.sport, tcp.dport, tcp.seq, tcp.ack, tcp.flags, tcp.win) == \
         (seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window), \
         f"dpkt disagrees with lwstack: {tcp!r} vs {seg!r}"
     assert bytes(tcp.data) == bytes(seg.payload), "dpkt sees another payload"
-    raw = bytes(packet)[packet.hl * 4:packet.len]
-    pseudo = bytes(packet.src) + bytes(packet.dst) + bytes((0, 6)) + len(raw).to_bytes(2, "big")
     assert _inet_checksum(pseudo + raw) == 0xFFFF, "bad TCP checksum"
     opts = {opt[0]: opt[1] for opt in dpkt.tcp.parse_opts(tcp.opts)}
     if seg.mss:
@@ -118,19 +134,21 @@ def cross_check(frame, seg):
 class Arrival:
     """A segment the stack sent, as the peer received it.
 
-    ``time`` (virtual seconds), ``ip`` (the IPv4 header), ``seg`` (the parsed
-    :class:`~lwstack.wire.tcp.TcpSegment`, payload copied to bytes); the segment's fields are
+    ``time`` (virtual seconds), ``ip`` (the IPv4 or IPv6 header), ``frame`` (the whole frame),
+    ``seg`` (the parsed :class:`~lwstack.wire.tcp.TcpSegment`, payload copied to bytes); the
+    segment's fields are
     also readable directly (``arrival.seq``, ``arrival.flags``...), and :attr:`letters` gives
     the flags as letters in the order ``flags_to_str`` prints them (``"SA"`` for SYN-ACK).
     """
 
-    __slots__ = ("time", "ip", "seg", "payload")
+    __slots__ = ("time", "ip", "seg", "payload", "frame")
 
-    def __init__(self, time, ip, seg):
+    def __init__(self, time, ip, seg, frame=b""):
         self.time = time
         self.ip = ip
         self.seg = seg
         self.payload = bytes(seg.payload)
+        self.frame = bytes(frame)
 
     def __getattr__(self, name):
         return getattr(self.seg, name)
@@ -258,8 +276,9 @@ class _PeerDriver:
 class TcpPeer:
     """A scripted TCP peer next to one lwstack stack on ``net`` (see the module note).
 
-    ``stack_ip`` / ``peer_ip``: the two addresses on 10.0.0.0/24.  ``mtu`` sets the stack's
-    interface MTU.  ``tcp`` is a dict of TcpTable attributes to set on the stack (e.g.
+    ``stack_ip`` / ``peer_ip``: the two addresses on 10.0.0.0/24, or two IPv6 addresses on a
+    /64 (TCP over IPv6, see the module note; ``settle``: seconds of DAD first).  ``mtu`` sets
+    the stack's interface MTU.  ``tcp`` is a dict of TcpTable attributes to set on the stack (e.g.
     ``{"time_wait": 10.0, "syncookies": False, "timestamps_enabled": False}``).
     ``stack_options`` are impairments on the stack's switch port (frames *to* the stack),
     ``peer_options`` on the peer's port (frames *to* the peer), e.g. ``{"delay": 0.05}``.
@@ -267,9 +286,13 @@ class TcpPeer:
     """
 
     def __init__(self, net, stack_ip=STACK_IP, peer_ip=PEER_IP, *, mtu=None, tcp=None,
-                 stack_options=None, peer_options=None, mac=PEER_MAC, cross_check=True):
+                 stack_options=None, peer_options=None, mac=PEER_MAC, cross_check=True,
+                 settle=3.0):
         self.net = net
-        conf = f"ip={stack_ip}/24,mac={STACK_MAC}" + (f",mtu={mtu}" if mtu else "")
+        self.v6 = ":" in stack_ip
+        self.family = lwsocket.AF_INET6 if self.v6 else lwsocket.AF_INET
+        conf = f"ip={stack_ip}/{64 if self.v6 else 24},mac={STACK_MAC}" + \
+            (f",mtu={mtu}" if mtu else "")
         self.stack = net.stack(conf, **(stack_options or {}))
         self.host = self.stack.host
         self.table = self.host.tcp
@@ -280,9 +303,9 @@ class TcpPeer:
         self.port = net.switch.plug(description="scripted TCP peer", **(peer_options or {}))
         self.mac = mac
         self.stack_mac = bytes.fromhex(STACK_MAC.replace(":", ""))
-        self.ip = parse_addr(peer_ip)
+        self.ip = self._parse(peer_ip)
         self.addresses = {self.ip}    # what the peer answers ARP for (send(src=...) adds)
-        self.stack_ip = parse_addr(stack_ip)
+        self.stack_ip = self._parse(stack_ip)
         self.check = cross_check
         self.log = []                 # every Arrival, in order
         self.others = []              # (time, frame) of non-TCP frames (ARP, ICMP...)
@@ -298,11 +321,33 @@ class TcpPeer:
         # some float times expires in NeighbourCache.poll_at() an ulp before poll() agrees
         # (confirmed + stale_time vs now - confirmed >= stale_time), which livelocks the
         # simulation (seen at t=162.2 after a refresh at 102.2).
-        self.host.arp.reachable_time = 1e7
-        self.host.arp.stale_time = 2e7
-        self.host.arp.confirm(self.ip, self.mac, net.now, create=True)
+        if self.v6:
+            # The same for neighbour discovery, once the stack's addresses passed DAD.
+            net.run(settle)
+            cache = self.host.nd.cache
+            cache.set_base_reachable_time(1e7, net.now)
+            cache.learn(self.ip, self.mac, net.now)
+            cache.confirm(self.ip, net.now)
+        else:
+            self.host.arp.reachable_time = 1e7
+            self.host.arp.stale_time = 2e7
+            self.host.arp.confirm(self.ip, self.mac, net.now, create=True)
         net.run(0)
         self._cursor = len(self.log)
+        self.others.clear()
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    def _parse(self, text):
+        return parse_addr6(text) if self.v6 else parse_addr(text)
+
+    def text(self, addr):
+        """An address of the peer's family as text."""
+        return addr6_to_str(addr) if self.v6 else addr_to_str(addr)
+
+    def sockaddr(self, addr, port):
+        """What the stack's socket API says for ``addr``, ``port`` (a 4-tuple over IPv6)."""
+        return (self.text(addr), port, 0, 0) if self.v6 else (self.text(addr), port)
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -351,7 +396,7 @@ class TcpPeer:
         """
         if at is not None:
             self.run_to(at)
-        src_ip = parse_addr(src) if src else self.ip
+        src_ip = self._parse(src) if src else self.ip
         self.addresses.add(src_ip)
         if options is None:
             options = build_options(mss=mss, wscale=wscale, sack_permitted=sack_permitted,
@@ -362,10 +407,15 @@ class TcpPeer:
         self.send_ip(tcp, src=src_ip, run=run)
 
     def send_ip(self, transport, *, src=None, protocol=6, run=True):
-        """Send an IPv4 packet with ``transport`` as payload (a hand-made segment)."""
+        """Send an IPv4 (or IPv6) packet with ``transport`` as payload (a hand-made segment;
+        ``protocol`` is the IPv6 Next Header too: 58 for ICMPv6)."""
         src_ip = src or self.ip
-        frame = build_ethernet(self.stack_mac, self.mac, ETHERTYPE_IPV4,
-                               build_ipv4(src_ip, self.stack_ip, protocol, transport))
+        if self.v6:
+            frame = build_ethernet(self.stack_mac, self.mac, ETHERTYPE_IPV6,
+                                   build_ipv6(src_ip, self.stack_ip, protocol, transport))
+        else:
+            frame = build_ethernet(self.stack_mac, self.mac, ETHERTYPE_IPV4,
+                                   build_ipv4(src_ip, self.stack_ip, protocol, transport))
         if self.check and protocol == 6:
             cross_check(frame, parse_tcp(transport, src_ip, self.stack_ip))
         self.sent.append((self.net.now, frame))
@@ -375,8 +425,21 @@ class TcpPeer:
 
     # -- receiving -------------------------------------------------------------------------------
 
+    def send_packet_too_big(self, arrival, mtu, *, src=None, run=True):
+        """An ICMPv6 Packet Too Big (RFC 4443 section 3.2) quoting ``arrival``'s packet, from
+        ``src`` (text; default the peer's address: a router on the path would use its own),
+        reporting ``mtu`` (IPv6 peers only)."""
+        src_ip = self._parse(src) if src else self.ip
+        quoted = arrival.frame[14:14 + 40 + arrival.ip.payload_len]
+        message = icmpv6.build_error(icmpv6.TYPE_PACKET_TOO_BIG, 0, quoted, src_ip,
+                                     self.stack_ip, rest=mtu)
+        self.send_ip(message, src=src_ip, protocol=58, run=run)
+
     def _frame_in(self, frame, now):
         dst, src, ethertype = parse_ethernet(frame)
+        if ethertype == ETHERTYPE_IPV6:
+            self._frame6_in(frame, dst, now)
+            return
         if ethertype == ETHERTYPE_ARP:
             packet = ArpPacket.parse(frame, 14)
             if self.answer_arp and packet.operation == OP_REQUEST and \
@@ -398,7 +461,32 @@ class TcpPeer:
         seg = parse_tcp(body, header.src, header.dst)
         if self.check:
             cross_check(frame, seg)
-        arrival = Arrival(now, header, seg)
+        arrival = Arrival(now, header, seg, frame)
+        self.log.append(arrival)
+        if self.responder is not None:
+            self.responder(arrival)
+
+    def _frame6_in(self, frame, dst, now):
+        header = parse_ipv6(frame, 14)
+        body = bytes(frame[54:54 + header.payload_len])
+        if header.next_header == 58 and body[:1] == bytes((icmpv6.TYPE_NEIGHBOR_SOLICITATION,)):
+            icmp_type, _code, rest, message = icmpv6.parse_icmpv6(body, header.src, header.dst)
+            ns = icmpv6.parse_nd_message(icmp_type, rest, message)
+            if self.answer_arp and ns.target in self.addresses and any(header.src):
+                na = icmpv6.NeighborAdvertisement(ns.target, False, True, True, self.mac)
+                answer = build_ipv6(ns.target, header.src, 58,
+                                    na.emit(ns.target, header.src), 255)
+                self.port.send(build_ethernet(bytes(frame[6:12]), self.mac, ETHERTYPE_IPV6,
+                                              answer), now)
+            self.others.append((now, frame))
+            return
+        if header.next_header != 6 or dst != self.mac:
+            self.others.append((now, frame))
+            return
+        seg = parse_tcp(body, header.src, header.dst)
+        if self.check:
+            cross_check(frame, seg)
+        arrival = Arrival(now, header, seg, frame)
         self.log.append(arrival)
         if self.responder is not None:
             self.responder(arrival)
@@ -449,7 +537,7 @@ class TcpPeer:
 
     def socket(self):
         """A non-blocking TCP socket on the stack (so calls never advance the clock)."""
-        sock = self.stack.socket(lwsocket.AF_INET, lwsocket.SOCK_STREAM)
+        sock = self.stack.socket(self.family, lwsocket.SOCK_STREAM)
         sock.setblocking(False)
         return sock
 
@@ -464,7 +552,7 @@ class TcpPeer:
         """Start an active open from the stack to the peer's ``port``; return the socket and the
         SYN (asserted to be a SYN)."""
         sock = sock or self.socket()
-        code = sock.connect_ex((addr_to_str(self.ip), port))
+        code = sock.connect_ex((self.text(self.ip), port))
         assert code == errno.EINPROGRESS, errno.errorcode.get(code, code)
         syn = self.expect("S", ack=0)
         self.sport = port
@@ -481,7 +569,7 @@ class TcpPeer:
                   sack_permitted=sack_permitted,
                   ts=None if ts is None or not syn.has_timestamps else (ts, syn.ts_val))
         self.expect("A", seq=syn.seq + 1, ack=isn + 1)
-        assert sock.connect_ex((addr_to_str(self.ip), port)) == errno.EISCONN
+        assert sock.connect_ex((self.text(self.ip), port)) == errno.EISCONN
         return Flow(sock, syn.seq, isn, syn.src_port, port, syn=syn)
 
     def handshake_passive(self, port=80, isn=1000, window=65535, mss=1460, wscale=7,
@@ -503,7 +591,7 @@ class TcpPeer:
         sock = None
         if accept:
             sock, address = listener.accept()
-            assert address == (addr_to_str(self.ip), self.sport)
+            assert address == self.sockaddr(self.ip, self.sport)
             sock.setblocking(False)
         return Flow(sock, synack.seq, isn, port, self.sport, syn=synack, listener=listener)
 

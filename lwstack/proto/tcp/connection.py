@@ -591,10 +591,13 @@ class TcpConnection:
         the MSS went down.
 
         The MSS shrinks to fit (never below what IPv6's 1280-byte minimum or Linux's IPv4
-        floor of 552 allow, and never up: RFC 8201 section 4), and everything in flight is
-        resent at the new size at once, as Linux's ``tcp_simple_retransmit`` does: those
-        segments were dropped for their size, not for congestion, so the congestion window
-        is left alone.  The MSS is not raised again for the life of the connection.
+        floor of 552 allow, and never up: RFC 8201 section 4), and what is in flight is resent
+        at the new size at once, as Linux's ``tcp_simple_retransmit`` does: those segments were
+        dropped for their size, not for congestion, so the congestion window is left alone.
+        Linux resends only the segments larger than the new MSS; the send buffer here does not
+        remember segment boundaries, so everything in flight is resent, unless it is no more
+        than one new MSS (then every segment in flight fits).  The MSS is not raised again
+        for the life of the connection.
         """
         v6 = len(self.remote_addr) == 16
         mtu = max(mtu, MIN_PATH_MTU6 if v6 else MIN_PATH_MTU4)
@@ -612,7 +615,7 @@ class TcpConnection:
         self.mss = mss
         if self.cc is not None:
             self.cc.set_mss(mss)
-        if self.state in _TRANSMITTING and self.snd_nxt > self.snd_una:
+        if self.state in _TRANSMITTING and self.snd_nxt - self.snd_una > mss:
             self.table.stats["pmtu_retransmits"] += 1
             if self.recovery is None:
                 self.recovery = "pmtu"

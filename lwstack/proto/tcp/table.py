@@ -94,7 +94,10 @@ class TcpTable:
         self._route = route            # dst -> (source address, next hop); may raise OSError
         self._is_local = is_local
         #: Optional ``(dst, now) -> MTU`` of the path to ``dst`` (None: the interface MTU), for
-        #: the MSS of new connections.
+        #: the MSS of new connections and after a Packet Too Big.  By default the ``path_mtu``
+        #: method of the object whose ``route`` method we got, if it has one (lwstack's Host).
+        if path_mtu is None:
+            path_mtu = getattr(getattr(route, "__self__", None), "path_mtu", None)
         self.path_mtu = path_mtu
         self.rng = rng
         self.mtu = mtu
@@ -438,7 +441,8 @@ class TcpTable:
         ``mtu``: the error is a Fragmentation Needed (RFC 1191) or Packet Too Big (RFC 8201)
         reporting this next-hop MTU: the connection's MSS goes down to fit and what was in
         flight is sent again (Linux's ``tcp_v4_mtu_reduced``/``tcp_v6_mtu_reduced``); it is no
-        error for the socket.
+        error for the socket.  A soft EMSGSIZE without ``mtu`` is taken as the same news, the
+        MTU read from ``path_mtu`` (the host learnt it first).
         """
         if len(transport) < 8:
             return False
@@ -453,6 +457,8 @@ class TcpTable:
         if ((seq - una) & 0xFFFFFFFF) >= ((conn.snd_nxt - conn.snd_una) or 1):
             self.stats["icmp_error_out_of_window"] += 1
             return True
+        if not mtu and code == errno.EMSGSIZE and not hard and self.path_mtu is not None:
+            mtu = self.path_mtu(dst, now)
         if mtu:
             if conn.path_mtu_reduced(mtu, now):
                 self.stats["pmtu_mss_lowered"] += 1
