@@ -209,6 +209,8 @@ class TcpTable:
             raise _fail(errno.EISCONN if conn.connected else errno.EALREADY)
         if len(self.connections) >= self.max_connections:
             raise _fail(errno.ENOBUFS, "connection table full")
+        if addr[0] == 0xFF if len(addr) == 16 else 224 <= addr[0] < 240:
+            raise _fail(errno.ENETUNREACH)      # Linux: TCP has no multicast (tcp_v6_connect)
         local = conn.local_addr
         if len(local) != len(addr) and local != ANY6:
             # Linux: an IPv6 socket bound to an IPv6 address cannot reach an IPv4-mapped one,
