@@ -5,6 +5,8 @@
 UDP and TCP share the port number (RFC 862 echo).  The UDP loop runs in the main thread; TCP
 is an accept thread started beside it and one thread per connection, which echoes every byte
 until the client's FIN and then closes (so the client reads everything it sent, then EOF).
+Both sockets are AF_INET6 on ``::``, dual-stack: they answer IPv4 and IPv6 alike (ping and
+ping6 are answered by the stack itself); IPv4 peers are printed as plain IPv4 addresses.
 """
 import socket
 import sys
@@ -37,8 +39,8 @@ def _serve(args):
 
     lwcli.stop_on_sigterm()
     with lwstack.Stack(args.net, args.conf, description=f"lwecho {args.conf}") as stack:
-        with stack.socket() as sock, \
-                stack.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        with stack.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock, \
+                stack.socket(socket.AF_INET6, socket.SOCK_STREAM) as listener:
             sock.bind(("", args.port))
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("", args.port))
@@ -52,7 +54,7 @@ def _serve(args):
                     data, peer = sock.recvfrom(65535)
                     sock.sendto(data, peer)
                     if not args.quiet:
-                        print(f"lwecho: {len(data)} bytes from {peer[0]}:{peer[1]} echoed",
+                        print(f"lwecho: {len(data)} bytes from {_endpoint(peer)} echoed",
                               flush=True)
             except KeyboardInterrupt:
                 pass
@@ -67,7 +69,7 @@ def _accept_tcp(listener, quiet):
         except OSError:
             return                      # the listener (or the stack) closed: we are exiting
         threading.Thread(target=_echo_tcp, args=(conn, peer, quiet), daemon=True,
-                         name=f"lwecho tcp {peer[0]}:{peer[1]}").start()
+                         name=f"lwecho tcp {_endpoint(peer)}").start()
 
 
 def _echo_tcp(conn, peer, quiet):
@@ -83,11 +85,20 @@ def _echo_tcp(conn, peer, quiet):
                 total += len(data)
     except OSError as exc:
         if not quiet:
-            print(f"lwecho: TCP {peer[0]}:{peer[1]}: {exc.strerror or exc} after {total} bytes",
+            print(f"lwecho: TCP {_endpoint(peer)}: {exc.strerror or exc} after {total} bytes",
                   flush=True)
         return
     if not quiet:
-        print(f"lwecho: TCP {peer[0]}:{peer[1]}: {total} bytes echoed, closed", flush=True)
+        print(f"lwecho: TCP {_endpoint(peer)}: {total} bytes echoed, closed", flush=True)
+
+
+def _endpoint(peer):
+    """``10.0.0.3:40000`` for an IPv4 peer (mapped on our dual-stack sockets), ``[fd00::3]:40000``
+    for an IPv6 one."""
+    host = peer[0]
+    if host.startswith("::ffff:") and "." in host:
+        return f"{host[7:]}:{peer[1]}"
+    return f"[{host}]:{peer[1]}"
 
 
 if __name__ == "__main__":

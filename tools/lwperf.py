@@ -4,6 +4,12 @@ with every byte checked end to end.
     lwperf --net vde:///tmp/sw --conf ip=10.0.0.1/24 -s [--once]
     lwperf --net vde:///tmp/sw --conf ip=10.0.0.2/24 -c 10.0.0.1 -n 100M [-R] [-P 4]
     lwperf --net kernel -s -B 127.0.0.1          # the host kernel's sockets
+    lwperf --net vde:///tmp/sw --conf ip=fd00::2/64 -c fd00::1 -n 100M     # over IPv6
+
+IPv6: a client whose SERVER is an IPv6 address uses an AF_INET6 socket.  A server without
+``-B`` listens on ``::``, dual-stack (IPv4 and IPv6 clients, as iperf3 does), and prints its
+first IPv4 address, or with ``-6`` its first IPv6 one; ``-B`` an IPv4 address listens on IPv4
+only.
 
 Design note: the control protocol
 ---------------------------------
@@ -369,16 +375,16 @@ def client(args, new_socket):
             try:
                 sock.connect((args.client, args.port))
             except OSError as exc:
-                print(f"lwperf: connect to {args.client}:{args.port}: {describe(exc)}",
-                      file=sys.stderr, flush=True)
+                print(f"lwperf: connect to {_endpoint(args.client, args.port)}: "
+                      f"{describe(exc)}", file=sys.stderr, flush=True)
                 return 1
             try:
                 sock.sendall(params.pack())
                 if recv_exact(sock, len(ACK), "accepting the test") != ACK:
                     raise ProtocolError("not an lwperf server (bad answer)")
             except (OSError, ProtocolError) as exc:
-                print(f"lwperf: {args.client}:{args.port}: {describe(exc)}", file=sys.stderr,
-                      flush=True)
+                print(f"lwperf: {_endpoint(args.client, args.port)}: {describe(exc)}",
+                      file=sys.stderr, flush=True)
                 return 1
             sock.settimeout(args.io_timeout)
             jobs.append((run_receiver if args.reverse else run_sender, sock, params))
@@ -425,7 +431,7 @@ class _Tests:
                     amount = (f"{params.seconds:g} s" if params.timed
                               else f"{params.nbytes} bytes")
                     with _print_lock:
-                        print(f"lwperf: test from {peer[0]}:{peer[1]}: {params.streams} "
+                        print(f"lwperf: test from {_endpoint(*peer[:2])}: {params.streams} "
                               f"stream(s), {amount} each, "
                               f"{'server' if params.reverse else 'client'} sends", flush=True)
             test.joined += 1
@@ -457,7 +463,7 @@ def serve_connection(conn, peer, tests, args):
             params = Params.unpack(recv_exact(conn, HEADER.size, "the test header"))
         except (OSError, ProtocolError, struct.error) as exc:
             with _print_lock:
-                print(f"lwperf: {peer[0]}:{peer[1]}: {describe(exc)}", file=sys.stderr,
+                print(f"lwperf: {_endpoint(*peer[:2])}: {describe(exc)}", file=sys.stderr,
                       flush=True)
             return
         test = tests.join(params, peer)
@@ -484,9 +490,9 @@ def server(args, new_socket, stack):
         listener.listen(2 * MAX_STREAMS)
         port = listener.getsockname()[1] if args.port == 0 else args.port
         address = args.bind
-        if address in ("", "0.0.0.0"):
-            address = stack.addresses[0].split("/")[0] if stack is not None else "0.0.0.0"
-        print(f"lwperf: server listening on {address}:{port}", flush=True)
+        if address in ("", "0.0.0.0", "::"):
+            address = _our_address(stack, args.ipv6 or address == "::")
+        print(f"lwperf: server listening on {_endpoint(address, port)}", flush=True)
         listener.settimeout(0.2)
         while not tests.done.is_set():
             try:
@@ -494,12 +500,33 @@ def server(args, new_socket, stack):
             except (TimeoutError, socket.timeout):
                 continue
             threading.Thread(target=serve_connection, args=(conn, peer, tests, args),
-                             daemon=True, name=f"lwperf {peer[0]}:{peer[1]}").start()
+                             daemon=True, name=f"lwperf {_endpoint(*peer[:2])}").start()
         return tests.status
     except KeyboardInterrupt:
         return 0
     finally:
         listener.close()
+
+
+def _endpoint(host, port):
+    """``10.0.0.1:5201`` or ``[fd00::1]:5201``; an IPv4-mapped peer of a dual-stack server
+    shows as its IPv4 address."""
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _our_address(stack, ipv6):
+    """What a server listening on every address prints: the stack's first address of the
+    family (a global IPv6 one before the link-local), or the wildcard."""
+    if stack is None:
+        return "::" if ipv6 else "0.0.0.0"
+    addresses = [a.split("/")[0] for a in stack.addresses]
+    v4 = [a for a in addresses if ":" not in a]
+    v6 = sorted((a for a in addresses if ":" in a), key=lambda a: a.lower().startswith("fe80:"))
+    if ipv6 or not v4:
+        return v6[0] if v6 else "::"
+    return v4[0]
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -547,6 +574,10 @@ def _parser():
                              "and prints it)")
     parser.add_argument("-B", "--bind", default="", metavar="ADDR",
                         help="server: listen on this address only (default: all)")
+    parser.add_argument("-6", "--ipv6", action="store_true",
+                        help="IPv6 (implied by an IPv6 SERVER or -B address): a server without "
+                             "-B waits for its IPv6 addresses and prints one (it listens on "
+                             "both families anyway)")
     parser.add_argument("--once", action="store_true",
                         help="server: exit after one test (all its streams)")
     amount = parser.add_mutually_exclusive_group()
@@ -604,6 +635,8 @@ def parse_args(argv=None):
             parser.error(f"-P {args.streams}: must be 1..{MAX_STREAMS}")
         if not 1 <= args.block <= MAX_BLOCK:
             parser.error(f"-l {args.block}: must be 1..{MAX_BLOCK}")
+    if ":" in (args.client or "") or ":" in args.bind:
+        args.ipv6 = True
     for flag, value in (("--connect-timeout", args.connect_timeout),
                         ("--io-timeout", args.io_timeout)):
         if not (math.isfinite(value) and value > 0):
@@ -620,13 +653,20 @@ def main(argv=None):
 def _run(args):
     """Pick the socket factory once (host kernel or a stack of our own); the rest is the same."""
     lwcli.stop_on_sigterm()
+    if args.server:
+        family = socket.AF_INET if args.bind and ":" not in args.bind else socket.AF_INET6
+    else:
+        family = socket.AF_INET6 if args.ipv6 else socket.AF_INET
     if args.net == "kernel":
-        return _serve_or_test(args, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
-                              None)
+        return _serve_or_test(args, lambda: socket.socket(family, socket.SOCK_STREAM), None)
     import lwstack
     with lwstack.Stack(args.net, args.conf, description=f"lwperf {args.conf}") as stack:
-        return _serve_or_test(args, lambda: stack.socket(socket.AF_INET, socket.SOCK_STREAM),
-                              stack)
+        if args.ipv6:
+            # A fresh stack's IPv6 addresses are tentative during duplicate address detection
+            # (about a second, RFC 4862): wait for them rather than fail (EADDRNOTAVAIL) or
+            # print a wildcard.
+            stack.wait_ipv6_configured(10.0)
+        return _serve_or_test(args, lambda: stack.socket(family, socket.SOCK_STREAM), stack)
 
 
 def _serve_or_test(args, new_socket, stack):
