@@ -113,19 +113,59 @@ class Host:
 
     # -- configuration ---------------------------------------------------------------------
 
-    def add_address(self, interface, now):
-        """Add an IPv4 address with its connected route, and announce it (gratuitous ARP)."""
+    def add_address(self, interface, now, announce=True):
+        """Add an IPv4 address with its connected route, and announce it (gratuitous ARP;
+        ``announce`` False when the caller announces it itself, e.g. a DHCP client)."""
         if interface in self.interfaces:
             return
         self.interfaces.append(interface)
+        self._addresses_changed()
+        network = interface.network.to_bytes(4, "big")
+        self.routes.add(Route(network, interface.prefix_len, source=interface.address))
+        if announce:
+            # RFC 5227 section 3: announce with an ARP request whose sender and target are ours.
+            self._emit_arp(arpwire.OP_REQUEST, BROADCAST, interface.address, b"\0" * 6,
+                           interface.address)
+
+    # -- IPv4 configuration from DHCP (lwstack.iface.autoconf) --------------------------------
+
+    def remove_address(self, interface, now):
+        """Remove an IPv4 address (a lease that ended), with the routes that used it as their
+        source.  As on Linux, nothing is reset: TCP connections bound to the address can no
+        longer send (their segments are unroutable) and time out; datagram sockets bound to
+        it get EINVAL on send; sockets bound to 0.0.0.0 pick another source."""
+        if interface not in self.interfaces:
+            return
+        self.interfaces.remove(interface)
+        self._addresses_changed()
+        address = interface.address
+        for route in [r for r in self.routes.routes if r.source == address]:
+            self.remove_route(route)
+        for conn in self.tcp.connections.values():
+            if conn.local_addr == address:
+                conn._link_valid_until = float("-inf")    # drop the cached frame header
+
+    def add_route(self, route):
+        """Install ``route`` (a :class:`Route`), replacing one for the same prefix."""
+        self.routes.add(route)
+
+    def remove_route(self, route):
+        """Remove ``route`` if it is still the table's route for its prefix; True if it was."""
+        if not any(r is route for r in self.routes.routes):
+            return False
+        self.routes.remove(route.network.to_bytes(4, "big"), route.prefix_len)
+        return True
+
+    def set_mtu(self, mtu):
+        """Change the interface MTU (a DHCP option 26, or its end); new TCP connections
+        announce the MSS that follows from it."""
+        self.mtu = mtu
+        self.tcp.mtu = mtu
+
+    def _addresses_changed(self):
         self._local_addresses = frozenset(i.address for i in self.interfaces)
         self._broadcast_addresses = frozenset(
             [LIMITED_BROADCAST] + [i.broadcast for i in self.interfaces])
-        network = interface.network.to_bytes(4, "big")
-        self.routes.add(Route(network, interface.prefix_len, source=interface.address))
-        # RFC 5227 section 3: announce with an ARP request whose sender and target are ours.
-        self._emit_arp(arpwire.OP_REQUEST, BROADCAST, interface.address, b"\0" * 6,
-                       interface.address)
 
     def set_gateway(self, gateway):
         """Install the default route through ``gateway`` (4 bytes)."""
@@ -522,7 +562,7 @@ class Host:
         transport can build whole frames until ``valid_until``; None when the packet must take
         :meth:`_send_ipv4` (loopback, broadcast, a neighbour to resolve or revalidate).
         """
-        if self.is_local(dst) or self._is_broadcast(dst):
+        if self.is_local(dst) or self._is_broadcast(dst) or not self.is_local(src):
             return None
         try:
             _, next_hop = self.route(dst)
@@ -541,6 +581,8 @@ class Host:
         self.stats["tx_frames"] += 1
 
     def _send_tcp(self, src, dst, segment, now):
+        if src not in self._local_addresses:
+            raise _fail(errno.EINVAL, "the source address is gone")    # a lease ended
         self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)
 
     def _emit_ipv4_frame(self, mac, packet):
@@ -622,6 +664,8 @@ class Host:
             self.bind(endpoint, ANY, 0)
         if endpoint.local_addr != ANY and not self._is_broadcast(endpoint.local_addr):
             source = endpoint.local_addr
+            if not self.is_local(source):
+                raise _fail(errno.EINVAL)     # bound to an address that went (Linux: EINVAL)
         ttl = endpoint.ttl or self.default_ttl
         if endpoint.kind == "udp":
             if len(payload) + UDP_HEADER_LEN + 20 > self.mtu:
