@@ -24,13 +24,20 @@ from socket import (AF_INET, AF_INET6, AF_UNSPEC, IPPROTO_ICMP, IPPROTO_IP, IPPR
                     SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SO_BROADCAST, SO_ERROR, SO_RCVBUF, SO_REUSEADDR,
                     SO_SNDBUF, SO_TYPE, gaierror, herror, timeout)
 from socket import error  # noqa: F401  (an alias of OSError, kept for old code)
+from socket import (AI_ADDRCONFIG, AI_ALL, AI_CANONNAME, AI_NUMERICHOST,  # noqa: F401
+                    AI_NUMERICSERV, AI_PASSIVE, AI_V4MAPPED, EAI_AGAIN, EAI_BADFLAGS, EAI_FAIL,
+                    EAI_FAMILY, EAI_NONAME, EAI_SERVICE, EAI_SOCKTYPE, NI_DGRAM, NI_NAMEREQD,
+                    NI_NOFQDN, NI_NUMERICHOST, NI_NUMERICSERV)
+
+from lwstack import resolver as _resolver
 
 #: Linux's IP_RECVTTL (12), which the stdlib does not export.
 IP_RECVTTL = getattr(_stdlib, "IP_RECVTTL", 12)
 
 __all__ = ["socket", "getdefaulttimeout", "setdefaulttimeout", "create_connection",
            "create_server", "AF_INET", "SOCK_STREAM", "SOCK_DGRAM", "IPPROTO_TCP", "IPPROTO_UDP",
-           "IPPROTO_ICMP", "gaierror", "timeout"]
+           "IPPROTO_ICMP", "gaierror", "timeout", "getaddrinfo", "gethostbyname",
+           "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn", "gethostname"]
 
 # Plain ints for the per-call paths: arithmetic on the stdlib's IntFlag members is slow.
 _DONTWAIT = int(MSG_DONTWAIT)
@@ -148,8 +155,7 @@ class socket:
         try:
             return _parse_addr(host), port
         except ValueError:
-            # Names need the resolver (DNS arrives with automatic configuration).
-            raise gaierror(_stdlib.EAI_NONAME, "Name or service not known") from None
+            return _resolve_name(host, self.family, self._stack), port
 
     @property
     def stack(self):
@@ -424,19 +430,58 @@ class DatagramSocket(socket):
             raise _oserror(_errno.ENOTCONN)
 
 
-def create_connection(address, timeout=_GLOBAL_DEFAULT, source_address=None, *, stack=None):
-    """Connect a TCP socket to ``address`` (host, port), as :func:`socket.create_connection`."""
-    sock = socket(AF_INET, SOCK_STREAM, stack=stack)
-    try:
-        if timeout is not _GLOBAL_DEFAULT:
-            sock.settimeout(timeout)
-        if source_address:
-            sock.bind(source_address)
-        sock.connect(address)
-        return sock
-    except BaseException:
-        sock.close()
-        raise
+def create_connection(address, timeout=_GLOBAL_DEFAULT, source_address=None, *,
+                      all_errors=False, stack=None):
+    """Connect a TCP socket to ``address`` (host, port), as :func:`socket.create_connection`:
+    the host's addresses in RFC 6724 order, Happy Eyeballs style (:mod:`lwstack.resolver`)."""
+    if timeout is _GLOBAL_DEFAULT:
+        timeout = _default_timeout
+    return _resolver.create_connection(address, timeout, source_address,
+                                       all_errors=all_errors, stack=stack)
+
+
+# -- names (lwstack.resolver: the stack's resolver behind the stdlib's functions) -------------
+
+def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0, *, stack=None):
+    """:func:`socket.getaddrinfo` with the stack's resolver (see :mod:`lwstack.resolver`)."""
+    return _resolver.getaddrinfo(host, port, family, type, proto, flags, stack=stack)
+
+
+def gethostbyname(hostname, *, stack=None):
+    """:func:`socket.gethostbyname` with the stack's resolver."""
+    return _resolver.gethostbyname(hostname, stack=stack)
+
+
+def gethostbyname_ex(hostname, *, stack=None):
+    """:func:`socket.gethostbyname_ex` with the stack's resolver."""
+    return _resolver.gethostbyname_ex(hostname, stack=stack)
+
+
+def gethostbyaddr(ip_address, *, stack=None):
+    """:func:`socket.gethostbyaddr` with the stack's resolver."""
+    return _resolver.gethostbyaddr(ip_address, stack=stack)
+
+
+def getnameinfo(sockaddr, flags, *, stack=None):
+    """:func:`socket.getnameinfo` with the stack's resolver."""
+    return _resolver.getnameinfo(sockaddr, flags, stack=stack)
+
+
+def getfqdn(name="", *, stack=None):
+    """:func:`socket.getfqdn` for the stack (its own name by default)."""
+    return _resolver.getfqdn(name, stack=stack)
+
+
+def gethostname(*, stack=None):
+    """The stack's host name (the first label of its ``fqdn=``)."""
+    return _resolver.gethostname(stack=stack)
+
+
+def _resolve_name(host, family, stack):
+    """A socket address's host name to address bytes, as the stdlib's sockets do (the first
+    address of the family); ``gaierror`` when it has none."""
+    info = _resolver.getaddrinfo(host, None, family, SOCK_STREAM, stack=stack)[0]
+    return _parse_addr(info[4][0]) if info[0] == AF_INET else info[4][0]
 
 
 def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False,
