@@ -5,7 +5,9 @@ the sans-IO DHCP machines (:mod:`lwstack.proto.dhcp4`, :mod:`lwstack.proto.dhcp4
 :class:`~lwstack.iface.host.Host`'s service interface (see the host's module docstring).
 Each adapter keeps an ``outbox`` of its own: after every call into its machine it moves the
 records the host performs ("udp", "probe", "announce") there, and acts on the others itself,
-so the host's single ``on_service_event`` hook stays free for whoever owns the host.
+so the host's single ``on_service_event`` hook stays free for whoever owns the host.  Order
+is kept: before acting on an event the adapter has the host perform the records queued
+ahead of it (the DHCPRELEASE leaves from the address that "lost" then removes).
 
 The client's events are applied to the host:
 
@@ -129,7 +131,11 @@ class Dhcp4Service:
             kind = record[0]
             if kind in _HOST_RECORDS:
                 self.outbox.append(record)
-            elif kind == "bound":
+                continue
+            if self.outbox:
+                # What came first leaves first: a RELEASE before "lost" removes its address.
+                self.host.drain_service(self, now)
+            if kind == "bound":
                 self._bound(record[1], now)
             elif kind == "renewed":
                 self._renewed(record[1], now)

@@ -120,8 +120,7 @@ class Host:
             return
         self.interfaces.append(interface)
         self._addresses_changed()
-        network = interface.network.to_bytes(4, "big")
-        self.routes.add(Route(network, interface.prefix_len, source=interface.address))
+        self._add_connected_route(interface)
         if announce:
             # RFC 5227 section 3: announce with an ARP request whose sender and target are ours.
             self._emit_arp(arpwire.OP_REQUEST, BROADCAST, interface.address, b"\0" * 6,
@@ -141,9 +140,20 @@ class Host:
         address = interface.address
         for route in [r for r in self.routes.routes if r.source == address]:
             self.remove_route(route)
+        for other in self.interfaces:               # a subnet shared with another address
+            self._add_connected_route(other)
         for conn in self.tcp.connections.values():
             if conn.local_addr == address:
                 conn._link_valid_until = float("-inf")    # drop the cached frame header
+
+    def _add_connected_route(self, interface):
+        """The route to the subnet of ``interface``, unless another address of the same
+        subnet has it already (the first address stays the subnet's source)."""
+        network = interface.network
+        if not any(r.network == network and r.prefix_len == interface.prefix_len
+                   and r.gateway is None for r in self.routes.routes):
+            self.routes.add(Route(network.to_bytes(4, "big"), interface.prefix_len,
+                                  source=interface.address))
 
     def add_route(self, route):
         """Install ``route`` (a :class:`Route`), replacing one for the same prefix."""
@@ -659,13 +669,14 @@ class Host:
             raise _fail(errno.EBADF)
         if self._is_broadcast(addr) and not endpoint.broadcast:
             raise _fail(errno.EACCES)  # SO_BROADCAST is required, as on Linux
+        bound = endpoint.local_addr
+        if bound != ANY and not self.is_local(bound) and not self._is_broadcast(bound):
+            raise _fail(errno.EINVAL)         # bound to an address that went (Linux: EINVAL)
         source, _ = self.route(addr)
         if not endpoint.local_port:
             self.bind(endpoint, ANY, 0)
         if endpoint.local_addr != ANY and not self._is_broadcast(endpoint.local_addr):
             source = endpoint.local_addr
-            if not self.is_local(source):
-                raise _fail(errno.EINVAL)     # bound to an address that went (Linux: EINVAL)
         ttl = endpoint.ttl or self.default_ttl
         if endpoint.kind == "udp":
             if len(payload) + UDP_HEADER_LEN + 20 > self.mtu:
