@@ -75,9 +75,9 @@ _TYPEPROTO = (
 )
 #: Flags glibc accepts (the standard ones, AI_IDN, AI_CANONIDN and the two deprecated IDN
 #: flags).
-_KNOWN_FLAGS = (_stdlib.AI_PASSIVE | _stdlib.AI_CANONNAME | _stdlib.AI_NUMERICHOST
-                | _stdlib.AI_V4MAPPED | _stdlib.AI_ALL | _stdlib.AI_ADDRCONFIG
-                | _stdlib.AI_NUMERICSERV | 0x40 | 0x80 | 0x100 | 0x200)
+_KNOWN_FLAGS = int(_stdlib.AI_PASSIVE | _stdlib.AI_CANONNAME | _stdlib.AI_NUMERICHOST
+                   | _stdlib.AI_V4MAPPED | _stdlib.AI_ALL | _stdlib.AI_ADDRCONFIG
+                   | _stdlib.AI_NUMERICSERV) | 0x40 | 0x80 | 0x100 | 0x200
 NI_NUMERICHOST, NI_NUMERICSERV = _stdlib.NI_NUMERICHOST, _stdlib.NI_NUMERICSERV
 NI_NAMEREQD, NI_DGRAM, NI_NOFQDN = _stdlib.NI_NAMEREQD, _stdlib.NI_DGRAM, _stdlib.NI_NOFQDN
 #: RFC 8305 section 5: the recommended Connection Attempt Delay.
@@ -405,10 +405,19 @@ def _host_addresses(name, family, flags, stack):
 
 # -- the older functions ----------------------------------------------------------------------
 
+def _name_arg(function, name):
+    """CPython's argument conversion for the gethostby* functions: str, bytes or bytearray."""
+    if isinstance(name, (bytes, bytearray)):
+        return bytes(name).decode("ascii", "surrogateescape")
+    if not isinstance(name, str):
+        raise TypeError(f"{function}() argument 1 must be str, bytes or bytearray, "
+                        f"not {type(name).__name__}")
+    return name
+
+
 def gethostbyname(hostname, *, stack=None):
     """The IPv4 address of ``hostname`` as text, as :func:`socket.gethostbyname`."""
-    if not isinstance(hostname, str):
-        raise TypeError(f"gethostbyname() argument 1 must be str, not {type(hostname).__name__}")
+    hostname = _name_arg("gethostbyname", hostname)
     if hostname == "":
         return "0.0.0.0"
     if hostname == "<broadcast>":
@@ -418,9 +427,7 @@ def gethostbyname(hostname, *, stack=None):
 
 def gethostbyname_ex(hostname, *, stack=None):
     """``(canonical name, aliases, [IPv4 addresses])``, as :func:`socket.gethostbyname_ex`."""
-    if not isinstance(hostname, str):
-        raise TypeError("gethostbyname_ex() argument 1 must be str, "
-                        f"not {type(hostname).__name__}")
+    hostname = _name_arg("gethostbyname_ex", hostname)
     name = hostname.encode("idna").decode("ascii")
     numeric = _numeric(name)
     if numeric is not None:
@@ -438,9 +445,7 @@ def gethostbyname_ex(hostname, *, stack=None):
 def gethostbyaddr(ip_address, *, stack=None):
     """``(name, aliases, [address])`` for an address (or a name, resolved first), as
     :func:`socket.gethostbyaddr`; ``socket.herror`` when the address has no name."""
-    if not isinstance(ip_address, str):
-        raise TypeError("gethostbyaddr() argument 1 must be str, "
-                        f"not {type(ip_address).__name__}")
+    ip_address = _name_arg("gethostbyaddr", ip_address)
     stack = _stack(stack)
     numeric = _numeric(ip_address)
     if numeric is None:
@@ -481,8 +486,10 @@ def getnameinfo(sockaddr, flags, *, stack=None):
     if not 2 <= len(sockaddr) <= 4:
         raise TypeError("getnameinfo(): illegal sockaddr argument")
     host, port = sockaddr[0], sockaddr[1]
-    if not isinstance(host, str) or not isinstance(port, int):
-        raise TypeError("getnameinfo(): illegal sockaddr argument")
+    if not isinstance(host, str):
+        raise TypeError(f"getnameinfo() argument 1 must be str, not {type(host).__name__}")
+    if not isinstance(port, int):
+        raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
     flowinfo = sockaddr[2] if len(sockaddr) > 2 else 0
     if not 0 <= flowinfo <= 0xFFFFF:
         raise OverflowError("getnameinfo(): flowinfo must be 0-1048575.")
