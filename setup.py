@@ -67,7 +67,7 @@ def extensions():
     return modules
 
 
-TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwperf"]
+TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwperf", "lwrouter"]
 
 setup(
     name="lwstack",
