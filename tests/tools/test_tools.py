@@ -116,7 +116,7 @@ def test_lwdemo_runs_end_to_end():
 
 
 def test_lwrouter_leases_to_two_stacks_and_names_them(lwswitch, processes):
-    from support import read_line
+    from linereader import LineReader
 
     import lwstack
     from lwstack import socket as lws
@@ -124,8 +124,9 @@ def test_lwrouter_leases_to_two_stacks_and_names_them(lwswitch, processes):
                               "ip=10.5.0.1/24,fqdn=gw.test", "--dhcp", "10.5.0.10-10.5.0.20",
                               "--dns", "--domain", "test", "--host-record", "files,10.5.0.5",
                               "--lease-time", "120")
-    line = read_line(router)
-    assert line.strip() == ("lwrouter: serving 10.5.0.1/24 (" + line.split("(")[1].split(")")[0]
+    log = LineReader(router)
+    line = log.take(1)[0]
+    assert line == ("lwrouter: serving 10.5.0.1/24 (" + line.split("(")[1].split(")")[0]
                             + "); DHCP 10.5.0.10-10.5.0.20 lease 120 s, gateway 10.5.0.1; "
                             "DNS as gw.test, domain test")
     with lwstack.Stack(lwswitch, "dhcp,fqdn=one") as one, \
@@ -138,7 +139,7 @@ def test_lwrouter_leases_to_two_stacks_and_names_them(lwswitch, processes):
         assert lws.gethostbyname("files", stack=two) == "10.5.0.5"
         assert lws.getfqdn(one.addresses[0][:-3], stack=two) == "one.test"
         one_mac, one_address = one.mac, one.addresses[0][:-3]
-    lines = [read_line(router).strip() for _ in range(12)]
+    lines = log.take(12)
     assert f"lwrouter: DHCPDISCOVER {one_mac} one" in lines
     assert any(re.fullmatch(rf"lwrouter: DHCPACK 10\.5\.0\.1[01] {one_mac}", x) for x in lines)
     assert f"lwrouter: DNS one.test -> {one_address}" in lines
