@@ -100,7 +100,6 @@ class Stack:
         resolver_rng = random.Random(rng.getrandbits(64)) if rng is not None else None
         self.resolver = ResolverService(host, rng=resolver_rng, hosts=hosts,
                                         **resolver_options)
-        host.add_service(self.resolver, now)
         if config.dhcp:
             self.dhcp4 = Dhcp4Service(host, host.rng, fqdn=config.fqdn, acd=acd,
                                       max_mtu=config.mtu, on_change=self._configuration_changed)

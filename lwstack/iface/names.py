@@ -175,6 +175,8 @@ class ResolverService:
     """
 
     def __init__(self, host, *, rng=None, hosts=None, **resolver_options):
+        """The service plugs itself into the host at its first lookup (a host that never
+        resolves a name pays nothing per datagram or timer check)."""
         self.host = host
         self.resolver = Resolver(rng=rng, hosts=hosts, port_busy=self._port_busy,
                                  **resolver_options)
@@ -206,14 +208,20 @@ class ResolverService:
 
     # -- lookups (the caller drains the service afterwards) ---------------------------------
 
+    def _plug(self, now):
+        if self not in self.host.services:
+            self.host.add_service(self, now)
+
     def resolve(self, name, qtypes, now, callback=None):
         """Start resolving ``name`` (see :meth:`Resolver.resolve`); returns the lookup."""
+        self._plug(now)
         lookup = self.resolver.resolve(name, qtypes, now, callback)
         self._pump(now)
         return lookup
 
     def resolve_address(self, addr, now, callback=None):
         """Start a reverse (PTR) lookup of ``addr``; returns the lookup."""
+        self._plug(now)
         lookup = self.resolver.resolve_address(addr, now, callback)
         self._pump(now)
         return lookup
