@@ -57,12 +57,17 @@ Design note.
   resets what is left; the synchronous :meth:`Stack.close <lwstack.Stack.close>` called in
   the loop cannot wait, so it resets connections that still owe data at once.
 
-Not here yet: name resolution (hosts are literal IPv4 addresses until the facade's resolver
-has an asynchronous entry point), TLS (``ssl=``), IPv6.
+- Names: :meth:`AsyncioStack.getaddrinfo` answers numeric hosts at once and looks names up
+  (:func:`lwstack.socket.getaddrinfo`: hosts table, the stack's resolver) as asyncio's own
+  ``loop.getaddrinfo`` does, in the loop's default executor: that lookup blocks a worker
+  thread on the stack's condition while the loop goes on driving the stack.
+
+Not here yet: TLS (``ssl=``), IPv6 (the facade's sockets are AF_INET so far).
 """
 import asyncio
 import collections
 import errno
+import functools
 import logging
 import math
 import os
@@ -336,6 +341,8 @@ class AsyncioDriver(DriverBase):
     def _on_input(self):
         """Reader callback: one batch of frames."""
         self._kick_pending = False
+        if self.closed:                 # a kick scheduled before the stack closed
+            return
         frames = self.phy.receive()
         with self.lock:
             if self.closed:
@@ -348,6 +355,8 @@ class AsyncioDriver(DriverBase):
     def _on_timer(self):
         self._timer = None
         self._timer_when = None
+        if self.closed:
+            return
         frames = self.phy.receive() if self._next_delivery is not None else ()
         with self.lock:
             if self.closed:
@@ -501,19 +510,24 @@ def _make_phy(network, description, timeout, port_options, clock):
                     f"not {type(network).__name__}")
 
 
-def _literal_ipv4(host):
-    """``host`` if it is a literal IPv4 address (or ``""``/None for any), else gaierror."""
+def _numeric_host(host):
+    """True for None, ``""`` and literal IPv4/IPv6 addresses: answered without a lookup."""
     if host is None or host == "":
-        return ""
+        return True
     if isinstance(host, bytes):
-        host = host.decode()
-    try:
-        _stdlib.inet_pton(_stdlib.AF_INET, host)
-    except (OSError, TypeError):
-        raise _stdlib.gaierror(_stdlib.EAI_NONAME,
-                               f"Name or service not known: {host!r} (lwstack.asyncio takes "
-                               "literal IPv4 addresses so far)") from None
-    return host
+        try:
+            host = host.decode()
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(host, str):
+        return False
+    for family in (_stdlib.AF_INET, _stdlib.AF_INET6):
+        try:
+            _stdlib.inet_pton(family, host.split("%", 1)[0])
+            return True
+        except OSError:
+            pass
+    return False
 
 
 class _LoopNetwork(VirtualNetwork):
@@ -605,6 +619,33 @@ class AsyncioStack(Stack):
         if self.driver.closed:
             raise _oserror(errno.ENETDOWN, "the stack is closed")
 
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """:func:`lwstack.socket.getaddrinfo` on this stack, as
+        :meth:`asyncio.loop.getaddrinfo`: numeric hosts are answered at once; a name (hosts
+        table, DNS through the stack's resolver) is looked up as asyncio looks names up, in
+        the loop's default executor, while the loop goes on driving the stack."""
+        self._check_open()
+        call = functools.partial(lwsocket.getaddrinfo, host, port, family, type, proto,
+                                 flags, stack=self)
+        if _numeric_host(host):
+            return call()
+        return await self.loop.run_in_executor(None, call)
+
+    async def _addresses(self, host, port, socktype, passive=False):
+        """IPv4 ``(address, port)`` pairs for ``host`` (sockets here are AF_INET so far)."""
+        if host is None or host == "":
+            return [("", port or 0)]
+        infos = await self.getaddrinfo(host, port or 0, family=lwsocket.AF_INET,
+                                       type=socktype,
+                                       flags=_stdlib.AI_PASSIVE if passive else 0)
+        addresses = []
+        for info in infos:
+            if info[4] not in addresses:
+                addresses.append(info[4])
+        if not addresses:
+            raise _stdlib.gaierror(_stdlib.EAI_NONAME, "Name or service not known")
+        return addresses
+
     async def create_connection(self, protocol_factory, host=None, port=None, *,
                                 local_addr=None, ssl=None, sock=None):
         """Connect to ``(host, port)`` over TCP, as :meth:`asyncio.loop.create_connection`;
@@ -615,16 +656,7 @@ class AsyncioStack(Stack):
         if sock is None:
             if host is None or port is None:
                 raise ValueError("host and port are required without sock=")
-            address = (_literal_ipv4(host), port)
-            sock = self.socket(lwsocket.AF_INET, lwsocket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                if local_addr is not None:
-                    sock.bind(local_addr)
-                await self._connect(sock, address)
-            except BaseException:
-                sock.close()
-                raise
+            sock = await self._connect_any(host, port, local_addr)
         else:
             if host is not None or port is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
@@ -638,6 +670,33 @@ class AsyncioStack(Stack):
             transport.close()
             raise
         return transport, protocol
+
+    async def _connect_any(self, host, port, local_addr):
+        """A connected socket to the first of ``host``'s addresses that accepts, tried in
+        the resolver's order (as asyncio without happy eyeballs)."""
+        addresses = await self._addresses(host, port, lwsocket.SOCK_STREAM)
+        local = None
+        if local_addr is not None:
+            local = (await self._addresses(local_addr[0], local_addr[1],
+                                           lwsocket.SOCK_STREAM, passive=True))[0]
+        errors = []
+        for address in addresses:
+            sock = self.socket(lwsocket.AF_INET, lwsocket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                if local is not None:
+                    sock.bind(local)
+                await self._connect(sock, address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+            except BaseException:
+                sock.close()
+                raise
+        if len(errors) == 1 or len({str(exc) for exc in errors}) == 1:
+            raise errors[0]
+        raise OSError("Multiple exceptions: " + ", ".join(str(exc) for exc in errors))
 
     async def _connect(self, sock, address):
         driver = self.driver
@@ -675,7 +734,8 @@ class AsyncioStack(Stack):
                 sock.setblocking(False)
                 if reuse_address:
                     sock.setsockopt(lwsocket.SOL_SOCKET, lwsocket.SO_REUSEADDR, 1)
-                sock.bind((_literal_ipv4(host), port or 0))
+                sock.bind((await self._addresses(host, port, lwsocket.SOCK_STREAM,
+                                                 passive=True))[0])
             except BaseException:
                 sock.close()
                 raise
@@ -699,9 +759,11 @@ class AsyncioStack(Stack):
                 if allow_broadcast:
                     sock.setsockopt(lwsocket.SOL_SOCKET, lwsocket.SO_BROADCAST, 1)
                 if local_addr is not None:
-                    sock.bind((_literal_ipv4(local_addr[0]), local_addr[1]))
+                    sock.bind((await self._addresses(*local_addr, lwsocket.SOCK_DGRAM,
+                                                     passive=True))[0])
                 if remote_addr is not None:
-                    sock.connect((_literal_ipv4(remote_addr[0]), remote_addr[1]))
+                    sock.connect((await self._addresses(*remote_addr,
+                                                        lwsocket.SOCK_DGRAM))[0])
             except BaseException:
                 sock.close()
                 raise

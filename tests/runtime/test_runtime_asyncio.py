@@ -21,8 +21,16 @@ A, B = "10.5.0.1", "10.5.0.2"
 
 
 def run(coro, timeout=60):
-    """Run ``coro`` on a fresh default loop, failing after ``timeout`` seconds."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    """Run ``coro`` on a fresh default loop, failing after ``timeout`` seconds, and failing
+    if anything reached the loop's exception handler (an error inside a driver callback)."""
+    errors = []
+
+    async def guarded():
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        return await asyncio.wait_for(coro, timeout)
+    result = asyncio.run(guarded())
+    assert not errors, errors
+    return result
 
 
 def pattern(size, seed=0):
@@ -284,7 +292,7 @@ def test_connection_refused_and_cancelled_connect():
         with pytest.raises(OSError) as info:
             await a.open_connection("10.5.0.9", 80)
         assert info.value.errno == errno.EHOSTUNREACH
-        with pytest.raises(OSError):                    # names need the resolver (not yet)
+        with pytest.raises(OSError):                    # no such name, no name server
             await a.open_connection("example.invalid", 80)
         await close_stacks(b, a)
     run(main())
@@ -341,6 +349,45 @@ def test_eof_received_false_closes_and_write_after_eof_is_refused():
         assert await client.lost is None
         server.close()
         await close_stacks(b, a)
+    run(main())
+
+
+def test_host_names_from_the_hosts_table_and_from_dns():
+    # Numeric hosts are answered in the loop; names go through lwstack.socket.getaddrinfo in
+    # the default executor (as asyncio's loop.getaddrinfo), the loop driving the stack.
+    from lwstack.router import Router
+
+    async def main():
+        switch = MemorySwitch()
+        router = Router(switch, "ip=10.5.0.3/24", dns=True, domain="lan",
+                        host_records=[("web", B)])
+        try:
+            a = lwa.AsyncioStack(switch, f"ip={A}/24,dns=10.5.0.3,domain=lan")
+            b = lwa.AsyncioStack(switch, f"ip={B}/24")
+            server = await b.start_server(echo_handler, "", 7)
+            infos = await a.getaddrinfo(B, 7, type=lws.SOCK_STREAM)
+            assert infos[0][4] == (B, 7)
+            a.hosts.add(B, "echo.example")
+            reader, writer = await a.open_connection("echo.example", 7)
+            assert writer.get_extra_info("peername") == (B, 7)
+            writer.close()
+            # DNS: the router answers web.lan (the search domain completes "web").
+            reader, writer = await a.open_connection("web", 7)
+            writer.write(b"named")
+            assert await reader.readexactly(5) == b"named"
+            assert writer.get_extra_info("peername") == (B, 7)
+            writer.close()
+            await writer.wait_closed()
+            with pytest.raises(lws.gaierror):
+                await a.open_connection("nowhere.lan", 7)     # NXDOMAIN from the router
+            transport, proto = await a.create_datagram_endpoint(
+                DatagramRecorder, local_addr=(A, 0), remote_addr=("web.lan", 9))
+            assert transport.get_extra_info("peername") == (B, 9)
+            transport.close()
+            server.close()
+            await close_stacks(b, a)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, router.close)
     run(main())
 
 
@@ -540,6 +587,24 @@ def test_server_wait_closed_waits_for_its_connections():
         writer.close()
         await writer.wait_closed()
         await close_stacks(a, b)           # a's FIN (LAST-ACK) goes first here
+    run(main())
+
+
+def test_closing_with_frames_on_the_way_reaches_no_callback():
+    async def main():
+        a, b = await two_stacks()
+        receiver, proto = await b.create_datagram_endpoint(DatagramRecorder,
+                                                           local_addr=("", 4001))
+        sender, _ = await a.create_datagram_endpoint(asyncio.DatagramProtocol)
+        sender.sendto(b"resolve", (B, 4001))
+        await asyncio.wait_for(proto.datagrams.get(), 5)
+        for _ in range(10):
+            sender.sendto(b"x", (B, 4001))  # b's batch is scheduled (call_soon) ...
+        b.close()                            # ... and b closes before it runs
+        assert isinstance(await asyncio.wait_for(proto.lost, 5), OSError)
+        await asyncio.sleep(0.05)            # the scheduled batch ran: nothing raised
+        sender.close()
+        await a.aclose()
     run(main())
 
 
