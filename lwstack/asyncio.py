@@ -211,7 +211,11 @@ class AsyncioDriver(DriverBase):
             self._rearm()
 
     def close(self):
-        """Stop driving: unregister from the loop, tell every watcher, release the phy."""
+        """Stop driving: unregister from the loop, tell every watcher, release the phy.
+
+        From another thread while the loop runs, the loop does the unregistering (and
+        releases the phy) on its next iteration: its reader table is not thread-safe.
+        """
         with self.lock:
             if self.closed:
                 return
@@ -220,6 +224,21 @@ class AsyncioDriver(DriverBase):
             watchers = list(self._watchers.values())
             predicates, self._predicates = self._predicates, []
         loop = self.loop
+        if not loop.is_closed():
+            for callback in watchers:      # each sees driver.closed and ends (ENETDOWN)
+                self._call_soon(callback)
+            for _predicate, future in predicates:
+                self._call_soon(_set_result, future, False)
+        if threading.get_ident() != self._loop_thread and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(self._release)
+                return
+            except RuntimeError:           # closed meanwhile: nothing is registered any more
+                pass
+        self._release()
+
+    def _release(self):
+        loop = self.loop
         for fd in self._readers:
             if not loop.is_closed():
                 loop.remove_reader(fd)
@@ -227,11 +246,6 @@ class AsyncioDriver(DriverBase):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not loop.is_closed():
-            for callback in watchers:      # each sees driver.closed and ends (ENETDOWN)
-                self._call_soon(callback)
-            for _predicate, future in predicates:
-                self._call_soon(_set_result, future, False)
         self.phy.close()
 
     def _call_soon(self, callback, *args):
@@ -1186,10 +1200,14 @@ class DatagramTransport(_TransportBase, asyncio.DatagramTransport):
             except BlockingIOError:
                 return
             except OSError as exc:
-                self._protocol.error_received(exc)
+                try:
+                    self._protocol.error_received(exc)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as error:  # noqa: BLE001
+                    self._fatal_error(error, "Fatal error: protocol.error_received() failed.")
+                    return
                 continue
-            except (SystemExit, KeyboardInterrupt):
-                raise
             try:
                 self._protocol.datagram_received(data, addr)
             except (SystemExit, KeyboardInterrupt):

@@ -562,6 +562,36 @@ def test_sync_close_inside_the_loop_resets_what_is_owed_and_ends_transports():
     run(main())
 
 
+def test_close_from_another_thread_delivers_and_releases_in_the_loop():
+    # Stack.close() from a thread can wait (the loop keeps driving the stack): queued data
+    # is delivered; the loop then unregisters and releases the port itself.
+    size = 1_500_000
+    blob = pattern(size, seed=8)
+
+    async def main():
+        a, b = await two_stacks()
+        received = asyncio.get_running_loop().create_future()
+
+        async def sink(reader, writer):
+            received.set_result(await reader.read(-1))
+            writer.close()
+        server = await b.start_server(sink, "", 8004)
+        reader, writer = await a.open_connection(B, 8004)
+        writer.write(blob)
+        await writer.drain()            # in the connection's send buffer now (1 MiB + some)
+        await asyncio.get_running_loop().run_in_executor(None, a.close)
+        assert a.closed
+        assert await asyncio.wait_for(received, 10) == blob
+        await asyncio.sleep(0)
+        assert a.driver.phy.port.closed
+        with pytest.raises(OSError) as info:   # the transport heard the stack go down
+            await asyncio.wait_for(writer.wait_closed(), 5)
+        assert info.value.errno == errno.ENETDOWN
+        server.close()
+        b.close()                        # a is gone: b's FIN would wait for an ACK in vain
+    run(main())
+
+
 def test_server_wait_closed_waits_for_its_connections():
     async def main():
         a, b = await two_stacks()
