@@ -325,13 +325,15 @@ class SSLSocket:
                 if not length:
                     return
 
-    def _call(self, what, op, *args, stuck=None):
+    def _call(self, what, op, *args, stuck=None, deadline=None):
         """Run ``op`` (a method of the engine) to completion, as _ssl.c does over a socket.
 
         ``stuck(result)`` decides what a completed operation does when its output could not
-        all be sent (non-blocking); the default raises SSLWantWriteError.
+        all be sent (non-blocking); the default raises SSLWantWriteError.  ``deadline``: the
+        operation's, when it started earlier (a write in several chunks).
         """
-        deadline = self._deadline()
+        if deadline is None:
+            deadline = self._deadline()
         outgoing = self._outgoing
         reading = what == "read"
         while True:
@@ -417,8 +419,10 @@ class SSLSocket:
                 return self._call("write", sslobj.write, view[:_WRITE_CHUNK], stuck=self._owe)
             total = len(view)
             taken = 0
+            deadline = self._deadline()       # one for the whole call, as SSL_write's
             while True:
-                taken += self._call("write", sslobj.write, view[taken:taken + _WRITE_CHUNK])
+                taken += self._call("write", sslobj.write, view[taken:taken + _WRITE_CHUNK],
+                                    deadline=deadline)
                 if taken >= total:
                     return total
 
@@ -488,6 +492,20 @@ class SSLSocket:
         if self._sslobj is None:
             raise ValueError("No SSL wrapper around " + str(self))
         return self._sslobj.verify_client_post_handshake()
+
+    def get_verified_chain(self):
+        """The peer's verified chain, leaf first, as DER (what Python 3.13 added)."""
+        return self._chain("get_verified_chain")
+
+    def get_unverified_chain(self):
+        """The chain the peer sent, as DER (what Python 3.13 added)."""
+        return self._chain("get_unverified_chain")
+
+    def _chain(self, name):
+        if self._sslobj is None:
+            return []
+        chain = getattr(self._sslobj, name)()
+        return [cert.public_bytes(_ssl._ssl.ENCODING_DER) for cert in chain or ()]
 
     @property
     def context(self):

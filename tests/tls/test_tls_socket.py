@@ -1163,3 +1163,16 @@ def test_wrap_socket_rejects_the_public_constructor():
         tls.SSLSocket()
     with pytest.raises(TypeError, match="does not have a public constructor"):
         ssl.SSLSocket()
+
+
+def test_lwstack_certificate_chains(lw, pki):
+    client, server = connected(lw, pki)
+    chain = client.get_verified_chain()
+    with open(pki.server_cert) as f:
+        assert chain[0] == ssl.PEM_cert_to_DER_cert(f.read())
+    with open(pki.ca) as f:
+        assert chain[-1] == ssl.PEM_cert_to_DER_cert(f.read())
+    assert client.get_unverified_chain()[0] == chain[0]
+    assert server.get_verified_chain() == []      # no client certificate
+    client.close()
+    assert client.get_verified_chain() == []
