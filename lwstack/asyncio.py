@@ -627,6 +627,22 @@ class AsyncioStack(Stack):
     async def __aexit__(self, *exc_info):
         await self.aclose()
 
+    async def wait_configured_async(self, timeout=None):
+        """:meth:`lwstack.Stack.wait_configured` without blocking the loop: wait until
+        everything the configuration asked for (a DHCP lease) is in place; ``TimeoutError``
+        names what is missing, ``OSError(ENETDOWN)`` if the stack closes meanwhile."""
+        driver = self.driver
+        self._check_open()
+        pending = self._pending_configuration
+        await driver.wait_until(lambda: driver.closed or not pending(), timeout)
+        self._check_open()
+        with driver.lock:
+            missing = pending()
+        if missing:
+            raise TimeoutError("not configured within %g s: waiting for %s"
+                               % (timeout, ", ".join(missing)))
+        return self
+
     # -- the loop-facing API ----------------------------------------------------------------
 
     def _check_open(self):

@@ -391,6 +391,34 @@ def test_host_names_from_the_hosts_table_and_from_dns():
     run(main())
 
 
+def test_dhcp_configuration_awaited_in_the_loop():
+    from lwstack.router import Router
+
+    async def main():
+        switch = MemorySwitch()
+        router = Router(switch, "ip=10.5.0.3/24", dhcp="10.5.0.100-10.5.0.120", dns=True,
+                        domain="lan", host_records=[("web", B)])
+        try:
+            b = lwa.AsyncioStack(switch, f"ip={B}/24")
+            a = lwa.AsyncioStack(switch, "dhcp")
+            assert not a.configured
+            with pytest.raises(RuntimeError, match="block the event loop"):
+                a.wait_configured(1)             # the blocking form cannot wait in the loop
+            assert await a.wait_configured_async(30) is a
+            assert a.addresses[0].startswith("10.5.0.1") and a.addresses[0].endswith("/24")
+            server = await b.start_server(echo_handler, "", 7)
+            reader, writer = await a.open_connection("web", 7)   # name server from the lease
+            writer.write(b"leased")
+            assert await reader.readexactly(6) == b"leased"
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await close_stacks(b, a)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, router.close)
+    run(main())
+
+
 # ---------------------------------------------------------------------------- datagrams
 
 class DatagramRecorder(asyncio.DatagramProtocol):
