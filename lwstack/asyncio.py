@@ -55,12 +55,16 @@ Design note.
 - Closing: ``await stack.aclose()`` (or ``async with``) closes every connection, lets them
   deliver their queued data and FIN for up to ``timeout`` seconds while the loop runs, then
   resets what is left; the synchronous :meth:`Stack.close <lwstack.Stack.close>` called in
-  the loop cannot wait, so it resets connections that still owe data at once.
-
+  the loop cannot wait, so it resets connections that still owe data at once (from another
+  thread it waits, the loop driving the stack meanwhile).
 - Names: :meth:`AsyncioStack.getaddrinfo` answers numeric hosts at once and looks names up
   (:func:`lwstack.socket.getaddrinfo`: hosts table, the stack's resolver) as asyncio's own
   ``loop.getaddrinfo`` does, in the loop's default executor: that lookup blocks a worker
   thread on the stack's condition while the loop goes on driving the stack.
+- Coupling: the facade has no public accessor for a socket's endpoint yet, so the transports
+  read ``sock._conn`` / ``sock._listener`` / ``sock._endpoint`` (in :func:`_endpoint_of`);
+  and :class:`AsyncioStack` reaches ``Stack.__init__``'s driver through its
+  virtual-network path (:class:`_LoopNetwork`), for want of a driver argument.
 
 Not here yet: TLS (``ssl=``), IPv6 (the facade's sockets are AF_INET so far).
 """
@@ -730,7 +734,7 @@ class AsyncioStack(Stack):
 
     async def _connect(self, sock, address):
         driver = self.driver
-        conn = sock._conn            # the facade's TCP connection (see the report's hook)
+        conn = _endpoint_of(sock)
         code = sock.connect_ex(address)
         if code == errno.EINPROGRESS:
             future = self.loop.create_future()
@@ -834,6 +838,16 @@ class AsyncioStack(Stack):
     def __repr__(self):
         state = "closed" if self.closed else ", ".join(self.addresses) or "no address"
         return f"<lwstack.asyncio.AsyncioStack {self.mac} {state}>"
+
+
+def _endpoint_of(sock):
+    """The sans-IO endpoint behind a facade socket: its listener after ``listen``, else its
+    TCP connection, else its datagram endpoint (what ``on_change`` reports to the driver)."""
+    for name in ("_listener", "_conn", "_endpoint"):
+        endpoint = getattr(sock, name, None)
+        if endpoint is not None:
+            return endpoint
+    raise TypeError(f"not an lwstack socket: {sock!r}")
 
 
 def _stack_or_default(stack):
@@ -964,7 +978,7 @@ class StreamTransport(_TransportBase, asyncio.Transport):
     def __init__(self, stack, sock, protocol, waiter=None, server=None, extra=None):
         asyncio.Transport.__init__(self, extra)
         self._init_base(stack, sock, protocol)
-        self._conn = sock._conn     # the facade's TCP connection (see the report's hook)
+        self._conn = _endpoint_of(sock)
         self._server = server
         self._buffer = bytearray()  # what the connection's send buffer had no room for
         self._paused = False        # pause_reading
@@ -1188,7 +1202,7 @@ class DatagramTransport(_TransportBase, asyncio.DatagramTransport):
     def __init__(self, stack, sock, protocol, waiter=None, connected=False, extra=None):
         asyncio.DatagramTransport.__init__(self, extra)
         self._init_base(stack, sock, protocol)
-        self._endpoint = sock._endpoint   # the facade's UDP endpoint (see the report's hook)
+        self._endpoint = _endpoint_of(sock)
         self._connected = connected
         self._driver.watch(self._endpoint, self._on_change)
         self._loop.call_soon(self._protocol.connection_made, self)
@@ -1331,7 +1345,7 @@ class Server(asyncio.AbstractServer):
         if self._serving or self._closed:
             return
         self._sock.listen(self._backlog)
-        self._listener = self._sock._listener   # the facade's listener (see the report's hook)
+        self._listener = _endpoint_of(self._sock)
         self._serving = True
         self._driver.watch(self._listener, self._on_change)
         self._loop.call_soon(self._on_change)
