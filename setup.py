@@ -67,7 +67,7 @@ def extensions():
     return modules
 
 
-TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwperf"]
+TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwperf", "lwrouter"]
 
 setup(
     name="lwstack",
@@ -85,7 +85,8 @@ setup(
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=["dpkt>=1.9", "python-pytun>=2.4", "netifaces-plus>=0.12"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6",
+                             "cryptography>=3.1"]},
     entry_points={"console_scripts": [f"{name} = {name}:main" for name in TOOLS]},
     zip_safe=False,
 )

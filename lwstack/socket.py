@@ -33,6 +33,12 @@ from socket import (AF_INET, AF_INET6, AF_UNSPEC, IPPROTO_ICMP, IPPROTO_ICMPV6, 
                     SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SO_BROADCAST, SO_ERROR, SO_RCVBUF, SO_REUSEADDR,
                     SO_SNDBUF, SO_TYPE, gaierror, herror, timeout)
 from socket import error  # noqa: F401  (an alias of OSError, kept for old code)
+from socket import (AI_ADDRCONFIG, AI_ALL, AI_CANONNAME, AI_NUMERICHOST,  # noqa: F401
+                    AI_NUMERICSERV, AI_PASSIVE, AI_V4MAPPED, EAI_AGAIN, EAI_BADFLAGS, EAI_FAIL,
+                    EAI_FAMILY, EAI_NONAME, EAI_SERVICE, EAI_SOCKTYPE, NI_DGRAM, NI_NAMEREQD,
+                    NI_NOFQDN, NI_NUMERICHOST, NI_NUMERICSERV)
+
+from lwstack import resolver as _resolver
 
 #: Linux's IP_RECVTTL (12), which the stdlib does not export.
 IP_RECVTTL = getattr(_stdlib, "IP_RECVTTL", 12)
@@ -42,7 +48,9 @@ has_ipv6 = True
 __all__ = ["socket", "getdefaulttimeout", "setdefaulttimeout", "create_connection",
            "create_server", "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "IPPROTO_TCP",
            "IPPROTO_UDP", "IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_IPV6", "IPV6_V6ONLY",
-           "IPV6_UNICAST_HOPS", "has_ipv6", "gaierror", "timeout"]
+           "IPV6_UNICAST_HOPS", "has_ipv6", "gaierror", "timeout", "getaddrinfo",
+           "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn",
+           "gethostname"]
 
 # Plain ints for the per-call paths: arithmetic on the stdlib's IntFlag members is slow.
 _DONTWAIT = int(MSG_DONTWAIT)
@@ -160,8 +168,7 @@ class socket:
         try:
             return _parse_addr(host), port
         except ValueError:
-            # Names need the resolver (DNS arrives with automatic configuration).
-            raise gaierror(_stdlib.EAI_NONAME, "Name or service not known") from None
+            return _resolve_name(host, self.family, self._stack), port
 
     def _resolve6(self, address, for_bind=False):
         """An AF_INET6 address tuple -> ``(16-byte address, port)``, checked as the stdlib and
@@ -193,8 +200,7 @@ class socket:
             try:
                 _parse_addr(host)
             except ValueError:
-                # Names need the resolver.
-                raise gaierror(_stdlib.EAI_NONAME, "Name or service not known") from None
+                return _resolve_name(host, AF_INET6, self._stack), port
             raise gaierror(_stdlib.EAI_ADDRFAMILY,
                            "Address family for hostname not supported") from None
         if addr[0] == 0xFE and addr[1] & 0xC0 == 0x80 or addr[0] == 0xFF and addr[1] & 0x0F <= 2:
@@ -532,31 +538,75 @@ def _needs_scope(addr):
     return len(addr) == 16 and addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
 
 
-def create_connection(address, timeout=_GLOBAL_DEFAULT, source_address=None, *, stack=None):
-    """Connect a TCP socket to ``address`` (host, port), as :func:`socket.create_connection`."""
-    sock = socket(AF_INET, SOCK_STREAM, stack=stack)
-    try:
-        if timeout is not _GLOBAL_DEFAULT:
-            sock.settimeout(timeout)
-        if source_address:
-            sock.bind(source_address)
-        sock.connect(address)
-        return sock
-    except BaseException:
-        sock.close()
-        raise
+def create_connection(address, timeout=_GLOBAL_DEFAULT, source_address=None, *,
+                      all_errors=False, stack=None):
+    """Connect a TCP socket to ``address`` (host, port), as :func:`socket.create_connection`:
+    the host's addresses in RFC 6724 order, Happy Eyeballs style (:mod:`lwstack.resolver`)."""
+    if timeout is _GLOBAL_DEFAULT:
+        timeout = _default_timeout
+    return _resolver.create_connection(address, timeout, source_address,
+                                       all_errors=all_errors, stack=stack)
+
+
+# -- names (lwstack.resolver: the stack's resolver behind the stdlib's functions) -------------
+
+def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0, *, stack=None):
+    """:func:`socket.getaddrinfo` with the stack's resolver (see :mod:`lwstack.resolver`)."""
+    return _resolver.getaddrinfo(host, port, family, type, proto, flags, stack=stack)
+
+
+def gethostbyname(hostname, *, stack=None):
+    """:func:`socket.gethostbyname` with the stack's resolver."""
+    return _resolver.gethostbyname(hostname, stack=stack)
+
+
+def gethostbyname_ex(hostname, *, stack=None):
+    """:func:`socket.gethostbyname_ex` with the stack's resolver."""
+    return _resolver.gethostbyname_ex(hostname, stack=stack)
+
+
+def gethostbyaddr(ip_address, *, stack=None):
+    """:func:`socket.gethostbyaddr` with the stack's resolver."""
+    return _resolver.gethostbyaddr(ip_address, stack=stack)
+
+
+def getnameinfo(sockaddr, flags, *, stack=None):
+    """:func:`socket.getnameinfo` with the stack's resolver."""
+    return _resolver.getnameinfo(sockaddr, flags, stack=stack)
+
+
+def getfqdn(name="", *, stack=None):
+    """:func:`socket.getfqdn` for the stack (its own name by default)."""
+    return _resolver.getfqdn(name, stack=stack)
+
+
+def gethostname(*, stack=None):
+    """The stack's host name (the first label of its ``fqdn=``)."""
+    return _resolver.gethostname(stack=stack)
+
+
+def _resolve_name(host, family, stack):
+    """A socket address's host name to address bytes, as the stdlib's sockets do (the first
+    address of the family); ``gaierror`` when it has none."""
+    info = _resolver.getaddrinfo(host, None, family, SOCK_STREAM, stack=stack)[0]
+    if info[0] == AF_INET:
+        return _parse_addr(info[4][0])
+    return _parse_addr6(info[4][0].partition("%")[0])
 
 
 def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False,
                   dualstack_ipv6=False, stack=None):
-    """A listening TCP socket bound to ``address``, as :func:`socket.create_server`."""
-    if family != AF_INET or dualstack_ipv6:
-        raise ValueError("lwstack supports AF_INET only so far")
+    """A listening TCP socket bound to ``address``, as :func:`socket.create_server`: an
+    AF_INET6 one is IPv6 only unless ``dualstack_ipv6``."""
+    if dualstack_ipv6 and family != AF_INET6:
+        raise ValueError("dualstack_ipv6 requires AF_INET6 family")
     if reuse_port:
         raise ValueError("SO_REUSEPORT not supported on this platform")
-    sock = socket(AF_INET, SOCK_STREAM, stack=stack)
+    sock = socket(family, SOCK_STREAM, stack=stack)
     try:
         sock.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+        if family == AF_INET6:
+            sock.setsockopt(IPPROTO_IPV6, IPV6_V6ONLY, 0 if dualstack_ipv6 else 1)
         sock.bind(address)
         if backlog is None:
             sock.listen()

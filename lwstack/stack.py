@@ -5,8 +5,10 @@ import threading
 import time
 import weakref
 
+from lwstack.iface.autoconf import VIRTUAL_LINK_ACD, Dhcp4Service
 from lwstack.iface.config import check_supported, parse_config
 from lwstack.iface.host import Host
+from lwstack.iface.names import ResolverService
 from lwstack.proto.tcp.table import OWING_STATES
 from lwstack.runtime import ThreadedDriver
 from lwstack.wire.ethernet import mac_to_str
@@ -16,6 +18,8 @@ from lwstack.wire.ipv6 import addr6_to_str
 _thread_default = threading.local()
 #: Seconds :meth:`Stack.close` lets TCP connections finish delivering (see there).
 CLOSE_TIMEOUT = 5.0
+#: Seconds :meth:`Stack.close` waits for the DHCPRELEASE to find the server's MAC (ARP).
+RELEASE_TIMEOUT = 1.0
 #: Stacks not closed yet; closed at interpreter exit so queued TCP data is not lost.
 _open_stacks = weakref.WeakSet()
 
@@ -39,13 +43,21 @@ class Stack:
     - a :class:`vde.memory.MemorySwitch` (a new port is plugged) or one of its ports;
     - a :class:`lwstack.sim.VirtualNetwork` (virtual time, for tests).
 
-    ``config`` is an iothconf string: ``"eth,ip=10.0.0.2/24,gw=10.0.0.1,mac=...,mtu=..."``.
+    ``config`` is an iothconf string: ``"eth,ip=10.0.0.2/24,gw=10.0.0.1,mac=...,mtu=..."``,
+    or with automatic configuration ``"dhcp"`` (see :meth:`wait_configured`).
     ``port_options`` are passed to the in-memory switch port (impairments).
+    ``acd``: the RFC 5227 timings of the DHCP client's address probe
+    (:data:`lwstack.iface.autoconf.VIRTUAL_LINK_ACD` by default; the RFC's are
+    :class:`lwstack.proto.dhcp4.ConflictDetection`).  ``hosts``: a
+    :class:`~lwstack.proto.hosts.HostsTable` the resolver consults before DNS;
+    ``resolver_options``: keyword arguments for :class:`lwstack.proto.dns.Resolver`
+    (``timeout``, ``attempts``, ``ndots``, ...).
     Close the stack (or use it as a context manager) to release its switch port.
     """
 
     def __init__(self, network=None, config="", *, description=None, rng=None,
-                 timeout=5.0, **port_options):
+                 timeout=5.0, acd=VIRTUAL_LINK_ACD, hosts=None, resolver_options=None,
+                 **port_options):
         from lwstack.sim import VirtualNetwork  # avoid importing the simulator eagerly
         from vde.memory import MemoryPort, MemorySwitch
 
@@ -72,12 +84,35 @@ class Stack:
                                 f"or a VirtualNetwork, not {type(network).__name__}")
             driver = ThreadedDriver(phy)
         self.driver = driver
+        self.dhcp4 = None
         with driver.lock:
             self.host = Host(self.config, driver.now(), rng=rng)
             # Address changes wake threads waiting on the stack (wait_ipv6_configured).
             self.host.on_ipv6_change = lambda: driver.endpoint_changed(None)
             driver.attach(self.host)
+            self._start_services(driver.now(), rng, acd, hosts, resolver_options or {})
         _open_stacks.add(self)
+
+    def _start_services(self, now, rng, acd, hosts, resolver_options):
+        """The resolver always; the DHCPv4 client with ``dhcp`` (under the driver lock)."""
+        host = self.host
+        config = self.config
+        host.set_name_servers("static", config.dns, config.domains)
+        # Query ids and ports must be unpredictable (RFC 5452): the system's randomness,
+        # except on a virtual network, whose runs are reproducible from its seed.
+        resolver_rng = random.Random(rng.getrandbits(64)) if rng is not None else None
+        self.resolver = ResolverService(host, rng=resolver_rng, hosts=hosts,
+                                        **resolver_options)
+        if config.dhcp:
+            self.dhcp4 = Dhcp4Service(host, host.rng, fqdn=config.fqdn, acd=acd,
+                                      max_mtu=config.mtu, on_change=self._configuration_changed)
+            host.add_service(self.dhcp4, now)
+            self.dhcp4.start(now)
+            host.drain_service(self.dhcp4, now)
+        self.driver.after_call()
+
+    def _configuration_changed(self):
+        self.driver.endpoint_changed(None)        # wake threads in wait_configured
 
     # -- identity --------------------------------------------------------------------------
 
@@ -137,6 +172,70 @@ class Stack:
     def mtu(self):
         """The interface MTU."""
         return self.host.mtu
+
+    @property
+    def fqdn(self):
+        """The stack's name (``fqdn=`` in the configuration), or None."""
+        return self.config.fqdn
+
+    @property
+    def hosts(self):
+        """The static name table (a :class:`~lwstack.proto.hosts.HostsTable`) the resolver
+        consults before DNS; assign a new one to replace it."""
+        return self.resolver.hosts
+
+    @hosts.setter
+    def hosts(self, table):
+        with self.driver.lock:
+            self.resolver.hosts = table
+
+    def name_servers(self):
+        """``(servers, search domains)`` the resolver uses now, as text."""
+        import ipaddress
+        with self.driver.lock:
+            servers, domains = self.host.all_name_servers()
+        return [str(ipaddress.ip_address(s)) for s in servers], list(domains)
+
+    # -- automatic configuration -----------------------------------------------------------
+
+    def _pending_configuration(self):
+        """What the configuration still waits for (empty when configured): one line per
+        family, so a family joins with one line."""
+        pending = []
+        if self.dhcp4 is not None and not self.dhcp4.configured:
+            pending.append(f"DHCPv4 lease ({self.dhcp4.state})")
+        if self.host.ipv6_wanted:
+            missing = self.host.ipv6_pending()
+            if missing is not None:
+                pending.append(missing)
+        return pending
+
+    @property
+    def configured(self):
+        """True when everything the configuration asked for is in place (static IPv4 items
+        at once; a DHCPv4 lease once bound; IPv6, when the configuration mentions it, as
+        :meth:`lwstack.iface.host.Host.ipv6_configured` says)."""
+        with self.driver.lock:
+            return not self._pending_configuration()
+
+    def wait_configured(self, timeout=None):
+        """Block until :attr:`configured` (``timeout`` seconds at most, None: no limit;
+        virtual seconds on a :class:`~lwstack.sim.VirtualNetwork`).  Raises ``TimeoutError``
+        naming what is missing, or ``OSError(ENETDOWN)`` if the stack closes meanwhile."""
+        import errno
+        import os
+        driver = self.driver
+        with driver.lock:
+            if driver.closed:
+                raise OSError(errno.ENETDOWN, os.strerror(errno.ENETDOWN))
+            done = driver.wait_for(lambda: driver.closed or not self._pending_configuration(),
+                                   timeout)
+            if driver.closed:
+                raise OSError(errno.ENETDOWN, os.strerror(errno.ENETDOWN))
+            if not done:
+                raise TimeoutError("not configured within %g s: waiting for %s"
+                                   % (timeout, ", ".join(self._pending_configuration())))
+        return self
 
     def stats(self):
         """A snapshot of the stack's counters (frames, drops by reason, ...)."""
@@ -213,10 +312,34 @@ class Stack:
                     conn.abort(now)
             self.host.stop_ipv6(now)          # DHCPv6 RELEASE, a router's final RA
             driver.flush()
+            self._stop_dhcp(driver)
         driver.close()
         _open_stacks.discard(self)
         if getattr(_thread_default, "stack", None) is self:
             _thread_default.stack = None
+
+    def _stop_dhcp(self, driver):
+        """RELEASE the lease (RFC 2131 section 4.4.6), letting ARP find the server's MAC
+        for up to RELEASE_TIMEOUT seconds so the message leaves before the port closes."""
+        if self.dhcp4 is None or driver.closed:
+            return
+        host = self.host
+        now = driver.now()
+        self.dhcp4.stop(now)
+        host.drain_service(self.dhcp4, now)
+        driver.after_call()
+        arp = host.arp
+
+        def sent():
+            return driver.closed or not any(e.pending for e in arp.entries.values())
+        # ARP progress wakes no waiter, so look again every 20 ms.
+        deadline = driver.now() + RELEASE_TIMEOUT
+        try:
+            while not sent() and driver.now() < deadline:
+                driver.wait_for(sent, 0.02)
+        except RuntimeError:          # a virtual network with nothing left to run
+            pass
+        driver.flush()
 
     def __enter__(self):
         return self

@@ -31,17 +31,24 @@ class Processes:
         return self.start([sys.executable, "-m", module, *args], **kwargs)
 
     def stop_all(self):
+        """Stop every process started, the last first."""
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+            stop_process(proc)
+
+
+def stop_process(proc, timeout=5.0):
+    """Stop ``proc`` (a Popen) if it still runs: SIGTERM, then SIGKILL after ``timeout``
+    seconds; then close its pipes."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def wait_for_path(path, proc=None, timeout=10.0):

@@ -36,7 +36,7 @@ FLAGS = {
 }
 #: What parses but the stack does not act on yet (issue 4 in progress): refused by
 #: :func:`check_supported` rather than silently ignored.  Entries leave as they are wired in.
-NOT_YET = {"dhcp", "dns", "domain"}
+NOT_YET = set()
 DEFAULT_MTU = 1500
 MIN_MTU = 68
 #: The largest frame vdeplug4 carries is 9234 bytes: 14 of header leave 9220, but we keep the

@@ -172,19 +172,69 @@ class Host(Ipv6Host):
 
     # -- configuration ---------------------------------------------------------------------
 
-    def add_address(self, interface, now):
-        """Add an IPv4 address with its connected route, and announce it (gratuitous ARP)."""
+    def add_address(self, interface, now, announce=True):
+        """Add an IPv4 address with its connected route, and announce it (gratuitous ARP;
+        ``announce`` False when the caller announces it itself, e.g. a DHCP client)."""
         if interface in self.interfaces:
             return
         self.interfaces.append(interface)
+        self._addresses_changed()
+        self._add_connected_route(interface)
+        if announce:
+            # RFC 5227 section 3: announce with an ARP request whose sender and target are ours.
+            self._emit_arp(arpwire.OP_REQUEST, BROADCAST, interface.address, b"\0" * 6,
+                           interface.address)
+
+    # -- IPv4 configuration from DHCP (lwstack.iface.autoconf) --------------------------------
+
+    def remove_address(self, interface, now):
+        """Remove an IPv4 address (a lease that ended), with the routes that used it as their
+        source.  As on Linux, nothing is reset: TCP connections bound to the address can no
+        longer send (their segments are unroutable) and time out; datagram sockets bound to
+        it get EINVAL on send; sockets bound to 0.0.0.0 pick another source."""
+        if interface not in self.interfaces:
+            return
+        self.interfaces.remove(interface)
+        self._addresses_changed()
+        address = interface.address
+        for route in [r for r in self.routes.routes if r.source == address]:
+            self.remove_route(route)
+        for other in self.interfaces:               # a subnet shared with another address
+            self._add_connected_route(other)
+        for conn in self.tcp.connections.values():
+            if conn.local_addr == address:
+                conn._link_valid_until = float("-inf")    # drop the cached frame header
+
+    def _add_connected_route(self, interface):
+        """The route to the subnet of ``interface``, unless another address of the same
+        subnet has it already (the first address stays the subnet's source)."""
+        network = interface.network
+        if not any(r.network == network and r.prefix_len == interface.prefix_len
+                   and r.gateway is None for r in self.routes.routes):
+            self.routes.add(Route(network.to_bytes(4, "big"), interface.prefix_len,
+                                  source=interface.address))
+
+    def add_route(self, route):
+        """Install ``route`` (a :class:`Route`), replacing one for the same prefix."""
+        self.routes.add(route)
+
+    def remove_route(self, route):
+        """Remove ``route`` if it is still the table's route for its prefix; True if it was."""
+        if not any(r is route for r in self.routes.routes):
+            return False
+        self.routes.remove(route.network.to_bytes(4, "big"), route.prefix_len)
+        return True
+
+    def set_mtu(self, mtu):
+        """Change the interface MTU (a DHCP option 26, or its end); new TCP connections
+        announce the MSS that follows from it."""
+        self.mtu = mtu
+        self.tcp.mtu = mtu
+
+    def _addresses_changed(self):
         self._local_addresses = frozenset(i.address for i in self.interfaces)
         self._broadcast_addresses = frozenset(
             [LIMITED_BROADCAST] + [i.broadcast for i in self.interfaces])
-        network = interface.network.to_bytes(4, "big")
-        self.routes.add(Route(network, interface.prefix_len, source=interface.address))
-        # RFC 5227 section 3: announce with an ARP request whose sender and target are ours.
-        self._emit_arp(arpwire.OP_REQUEST, BROADCAST, interface.address, b"\0" * 6,
-                       interface.address)
 
     def set_gateway(self, gateway):
         """Install the default route through ``gateway`` (4 bytes)."""
@@ -629,8 +679,10 @@ class Host(Ipv6Host):
         if len(dst) == 16:
             return self._link_header6(src, dst, protocol, now)
         # route() inlined (the per-ping path): local and broadcast destinations excluded,
-        # the limited broadcast among them.
-        if dst in self._local_addresses or dst in self._broadcast_addresses:
+        # the limited broadcast among them, and sources that are no longer ours (a lease
+        # ended).
+        if dst in self._local_addresses or dst in self._broadcast_addresses or \
+                src not in self._local_addresses:
             return None
         route, next_hop = self.routes.lookup(dst)
         if route is None:
@@ -649,9 +701,13 @@ class Host(Ipv6Host):
 
     def _send_tcp(self, src, dst, segment, now):
         if len(dst) == 16:
+            if src not in self._local6:
+                raise _fail(errno.EINVAL, "the source address is gone")  # e.g. a lease ended
             self._send_ipv6(src, dst, PROTO_TCP, segment, self.hop_limit6, now)
-        else:
-            self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)
+            return
+        if src not in self._local_addresses:
+            raise _fail(errno.EINVAL, "the source address is gone")    # a lease ended
+        self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)
 
     def _emit_ipv4_frame(self, mac, packet):
         self.outbox.append(build_ethernet(mac, self.mac, ETHERTYPE_IPV4, packet))
@@ -775,6 +831,10 @@ class Host(Ipv6Host):
     def _sendto4(self, endpoint, payload, addr, port, now):
         if self._is_broadcast(addr) and not endpoint.broadcast:
             raise _fail(errno.EACCES)  # SO_BROADCAST is required, as on Linux
+        bound = endpoint.local_addr
+        if bound != ANY and bound != ANY6 and not self.is_local(bound) and \
+                not self._is_broadcast(bound):
+            raise _fail(errno.EINVAL)         # bound to an address that went (Linux: EINVAL)
         source, _ = self.route(addr)
         if len(payload) > MAX_UDP4_PAYLOAD:
             raise _fail(errno.EMSGSIZE)

@@ -55,7 +55,8 @@ from lwstack.wire.ipv6 import (ALL_NODES, ALL_ROUTERS, ETHERTYPE_IPV6, MIN_MTU, 
                                NH_ICMPV6, NH_NONE, NH_TCP, NH_UDP, PARAM_UNKNOWN_NEXT_HEADER,
                                UNSPECIFIED,
                                ParameterProblem, build_ipv6, build_router_alert_header,
-                               ipv6_template, is_link_local, multicast_mac, parse_ipv6,
+                               addr6_to_str, ipv6_template, is_link_local, multicast_mac,
+                               parse_ipv6,
                                walk_extension_headers)
 from lwstack.wire.ipv6 import HEADER_LEN as IPV6_HEADER_LEN
 from lwstack.wire.udp import HEADER_LEN as UDP_HEADER_LEN, build_udp6, parse_udp6
@@ -133,6 +134,10 @@ class Ipv6Host:
         self.accept_ra = bool(config.rd or config.slaac)
         self.want_dhcp6 = bool(config.dhcp6)
         self.want_global6 = bool(config.slaac or config.dhcp6)
+        #: The configuration mentions IPv6 (addresses, a gateway, autoconfiguration): only
+        #: then does a "stack configured" wait include :meth:`ipv6_configured`.
+        self.ipv6_wanted = bool(config.addresses6 or config.gateway6 is not None or
+                                config.rd or config.slaac or config.dhcp6)
         self.nd = NeighbourDiscovery(self.rng, max_pending=64)
         self.slaac = Slaac(self._make_address, self.rng, autoconf=bool(config.slaac),
                            router_solicit=self.accept_ra, link_mtu=self.mtu6)
@@ -214,24 +219,32 @@ class Ipv6Host:
         - when an RA asked for stateful DHCPv6 (M flag) and our client runs stateful: an
           address from it as well.
 
-        Always False while IPv6 is disabled.
+        Always False while IPv6 is disabled.  :meth:`ipv6_pending` says what is missing.
         """
-        if self.ipv6_disabled or self.link_local is None:
-            return False
-        if not self._static6 <= self._local6:
-            return False
+        return self.ipv6_pending() is None
+
+    def ipv6_pending(self):
+        """What IPv6 still waits for, as a short text, or None when :meth:`ipv6_configured`."""
+        if self.ipv6_disabled:
+            return "IPv6 (disabled: " + ("link MTU below 1280)" if self.mtu < MIN_MTU
+                                          else "duplicate link-local address)")
+        if self.link_local is None:
+            return "IPv6 link-local address (DAD)"
+        missing = [addr6_to_str(a) for a in sorted(self._static6 - self._local6)]
+        if missing:
+            return "IPv6 address " + ", ".join(missing) + " (DAD)"
         if self.accept_ra and not self.nd.routers:
-            return False
+            return "IPv6 default router (RA)"
         if self.want_global6 and not any(
                 a.state == PREFERRED and not is_link_local(a.addr)
                 for a in self.addresses6.values()):
-            return False
+            return "IPv6 global address (SLAAC or DHCPv6)"
         if self.slaac.managed and self.dhcp6 is not None and \
                 self.dhcp6.client.mode == "stateful" and \
                 not any(a.origin == "dhcpv6" and a.state != TENTATIVE
                         for a in self.addresses6.values()):
-            return False
-        return True
+            return f"DHCPv6 lease ({self.dhcp6.client.state})"
+        return None
 
     def path_mtu(self, dst, now):
         """The MTU to send to ``dst`` (4 or 16 bytes) with: the path MTU learnt from ICMP
@@ -384,7 +397,8 @@ class Ipv6Host:
         return source, hop
 
     def _link_header6(self, src, dst, protocol, now):
-        if dst in self._local6 or dst[0] == 0xFF or self.ipv6_disabled:
+        if dst in self._local6 or dst[0] == 0xFF or self.ipv6_disabled or \
+                src not in self._local6:
             return None
         hop = self.nd.next_hop(dst, now)
         if hop is None:
@@ -912,9 +926,12 @@ class Ipv6Host:
             return self._sendto4(endpoint, payload, addr[12:], port, now)
         if len(endpoint.local_addr) == 4 and endpoint.local_port:
             raise _fail(errno.ENETUNREACH)
+        bound = endpoint.local_addr
+        if bound != ANY6 and bound not in self._local6:
+            raise _fail(errno.EINVAL)         # bound to an address that went (Linux: EINVAL)
         source, _ = self._route6(addr)
-        if endpoint.local_addr != ANY6:
-            source = endpoint.local_addr
+        if bound != ANY6:
+            source = bound
         multicast = addr[0] == 0xFF
         hop_limit = MULTICAST_HOPS if multicast else (endpoint.hop_limit or self.hop_limit6)
         if endpoint.kind == "udp":

@@ -93,6 +93,75 @@ TcpQuery.__doc__ = ("Output: open a TCP connection for ``token`` and send ``payl
 TcpClose = namedtuple("TcpClose", "kind token")
 TcpClose.__doc__ = "Output: close the TCP connection of ``token`` (``kind`` is ``\"tcp_close\"``)."
 
+
+def pick_port(rng, port_range, taken, port_busy=None):
+    """A random source port from ``port_range`` (low, high: inclusive) that is not in
+    ``taken`` and that ``port_busy(port)`` does not report (RFC 5452 section 9.2); None
+    when 64 draws found none."""
+    low, high = port_range
+    for _ in range(64):
+        port = rng.randint(low, high)
+        if port not in taken and not (port_busy and port_busy(port)):
+            return port
+    return None
+
+
+class TcpQueries:
+    """Questions asked again over TCP after a truncated answer (RFC 7766), for the resolver
+    and for the server's forwarding: a token per connection, the :class:`TcpQuery` and
+    :class:`TcpClose` records in ``outbox``, and the answer's bytes kept until the
+    length-prefixed message is whole.
+
+    A query (a resolver transaction, a forwarded query) carries ``tcp``, ``(token, id,
+    server)`` while its connection is open and None otherwise, and ``tcp_buffer``.
+    """
+
+    def __init__(self, outbox):
+        self.outbox = outbox
+        self.queries = {}               # token -> query
+        self._next_token = 1
+
+    def ask(self, query, server, ident, message):
+        """Open a connection to ``server`` (address, port) for ``query`` and send ``message``,
+        whose id is ``ident``."""
+        token = self._next_token
+        self._next_token += 1
+        query.tcp = (token, ident, server)
+        query.tcp_buffer = b""
+        self.queries[token] = query
+        self.outbox.append(TcpQuery("tcp", token, server[0], server[1], frame_tcp(message)))
+
+    def close(self, query):
+        """Close the connection of ``query`` (it has one) and forget it."""
+        token = query.tcp[0]
+        query.tcp = None
+        query.tcp_buffer = b""
+        if self.queries.pop(token, None) is not None:
+            self.outbox.append(TcpClose("tcp_close", token))
+
+    def receive(self, token, data):
+        """Bytes received on the connection of ``token``: ``(query, answer)``, where
+        ``answer`` is ``(message, id, server)`` once the whole message is in (the connection
+        is then closed) and None before; ``(None, None)`` for an unknown token."""
+        query = self.queries.get(token)
+        if query is None:
+            return None, None
+        query.tcp_buffer += bytes(data)
+        message, _ = unframe_tcp(query.tcp_buffer)
+        if message is None:
+            return query, None
+        _, ident, server = query.tcp
+        self.close(query)
+        return query, (message, ident, server)
+
+    def failed(self, token):
+        """The connection of ``token`` could not be opened or ended early: its query, now
+        forgotten (no :class:`TcpClose` is due), or None."""
+        query = self.queries.pop(token, None)
+        if query is not None:
+            query.tcp = None
+        return query
+
 # Outcomes of a chase.
 _OK, _NXDOMAIN, _NODATA, _SERVFAIL, _TIMEOUT, _FAIL = range(6)
 _NEGATIVE_NX = "nxdomain"
@@ -254,8 +323,7 @@ class Resolver:
         self._lookups = set()
         self._txns = set()
         self._by_port = {}
-        self._by_token = {}
-        self._next_token = 1
+        self._tcp = TcpQueries(self.outbox)
         self._rotation = 0
 
     # ------------------------------------------------------------------------------ public
@@ -357,15 +425,10 @@ class Resolver:
 
     def receive_tcp(self, token, data, now):
         """Bytes received on the TCP connection of ``token``; False if the token is unknown."""
-        txn = self._by_token.get(token)
-        if txn is None:
-            return False
-        txn.tcp_buffer += bytes(data)
-        message, _ = unframe_tcp(txn.tcp_buffer)
-        if message is None:
-            return True
-        _, ident, server = txn.tcp
-        self._close_tcp(txn)
+        txn, answer = self._tcp.receive(token, data)
+        if answer is None:
+            return txn is not None      # False for an unknown token
+        message, ident, server = answer
         try:
             msg = Message.parse(message)
         except WireError as exc:
@@ -382,10 +445,9 @@ class Resolver:
 
     def tcp_failed(self, token, now):
         """The TCP connection of ``token`` could not be opened or closed early."""
-        txn = self._by_token.pop(token, None)
+        txn = self._tcp.failed(token)
         if txn is None:
             return
-        txn.tcp = None
         self.stats["tcp_failed"] += 1
         self._send_next(txn, now)
 
@@ -394,7 +456,7 @@ class Resolver:
         for txn in [t for t in self._txns if t.deadline <= now]:
             if txn in self._txns:
                 if txn.tcp is not None:
-                    self._close_tcp(txn)
+                    self._tcp.close(txn)
                 self._send_next(txn, now)
 
     def poll_at(self):
@@ -594,14 +656,6 @@ class Resolver:
 
     # -------------------------------------------------------------------- transactions
 
-    def _pick_port(self):
-        low, high = self.port_range
-        for _ in range(64):
-            port = self.rng.randint(low, high)
-            if port not in self._by_port and not (self.port_busy and self.port_busy(port)):
-                return port
-        return None
-
     def _send_next(self, txn, now):
         if txn.next_try >= len(txn.plan):
             self._end_txn(txn)
@@ -610,7 +664,7 @@ class Resolver:
             return self._chase_done(chase, txn.failure, now)
         server = txn.plan[txn.next_try]
         txn.next_try += 1
-        port = self._pick_port()
+        port = pick_port(self.rng, self.port_range, self._by_port, self.port_busy)
         if port is None:
             self.stats["drop.no_port"] += 1
             txn.deadline = now + self.timeout
@@ -648,7 +702,7 @@ class Resolver:
             self._chase_answer(chase, msg, now)
             return
         if txn.tcp is not None:
-            self._close_tcp(txn)
+            self._tcp.close(txn)
         if msg.rcode == RCODE_FORMERR and txn.edns:
             self.stats["edns_fallback"] += 1
             txn.edns = False
@@ -662,25 +716,12 @@ class Resolver:
 
     def _start_tcp(self, txn, server, now):
         if txn.tcp is not None:
-            self._close_tcp(txn)
-        token = self._next_token
-        self._next_token += 1
+            self._tcp.close(txn)
         ident = self.rng.getrandbits(16)
-        txn.tcp = (token, ident, server)
-        txn.tcp_buffer = b""
         txn.deadline = now + self.timeout
-        self._by_token[token] = txn
         self.stats["query.tcp"] += 1
-        payload = frame_tcp(build_query(ident, txn.name, txn.qtype,
-                                        edns_size=self.edns_size if txn.edns else None))
-        self.outbox.append(TcpQuery("tcp", token, server[0], server[1], payload))
-
-    def _close_tcp(self, txn):
-        token = txn.tcp[0]
-        txn.tcp = None
-        txn.tcp_buffer = b""
-        if self._by_token.pop(token, None) is not None:
-            self.outbox.append(TcpClose("tcp_close", token))
+        self._tcp.ask(txn, server, ident, build_query(
+            ident, txn.name, txn.qtype, edns_size=self.edns_size if txn.edns else None))
 
     def _end_txn(self, txn):
         self._txns.discard(txn)
@@ -688,4 +729,4 @@ class Resolver:
             self._by_port.pop(port, None)
         txn.ports = {}
         if txn.tcp is not None:
-            self._close_tcp(txn)
+            self._tcp.close(txn)

@@ -55,7 +55,7 @@ import random
 import struct
 from collections import namedtuple
 
-from lwstack.proto.dns import TcpClose, TcpQuery, UdpSend
+from lwstack.proto.dns import TcpQueries, UdpSend, pick_port
 from lwstack.wire import WireError
 from lwstack.wire.dns import (CLASS_IN, CLASSIC_UDP_SIZE, DEFAULT_EDNS_SIZE, RCODE_BADVERS,
                               RCODE_FORMERR, RCODE_NOTIMP, RCODE_NXDOMAIN,
@@ -145,9 +145,8 @@ class DnsServer:
         self._hash_rules = []           # (domain key, base, ttl)
         self._hash_reverse = collections.OrderedDict()   # address -> name
         self._pending = {}              # local port -> _Forward
-        self._by_token = {}             # upstream TCP token -> _Forward
+        self._tcp = TcpQueries(self.outbox)     # upstream TCP connections
         self._inflight = {}             # (client or conn, id, question key) -> _Forward
-        self._next_token = 1
         self._tcp_clients = {}          # conn -> buffered bytes
         for zone in zones:
             self.add_zone(zone)
@@ -281,15 +280,10 @@ class DnsServer:
 
     def receive_tcp(self, token, data, now):
         """Bytes on an upstream TCP connection (see :class:`TcpQuery`); False if unknown."""
-        forward = self._by_token.get(token)
-        if forward is None:
-            return False
-        forward.tcp_buffer += bytes(data)
-        message, _ = unframe_tcp(forward.tcp_buffer)
-        if message is None:
-            return True
-        _, ident, upstream = forward.tcp
-        self._close_tcp(forward)
+        forward, answer = self._tcp.receive(token, data)
+        if answer is None:
+            return forward is not None  # False for an unknown token
+        message, ident, upstream = answer
         msg = self._parse_answer(message, ident, forward)
         if msg is None:
             self._next_upstream(forward, now)
@@ -299,24 +293,23 @@ class DnsServer:
 
     def tcp_failed(self, token, now):
         """An upstream TCP connection failed or closed early."""
-        forward = self._by_token.pop(token, None)
+        forward = self._tcp.failed(token)
         if forward is not None:
-            forward.tcp = None
             self.stats["tcp_failed"] += 1
             self._next_upstream(forward, now)
 
     def poll(self, now):
         """Move forwarded queries whose upstream is late on to the next one."""
         for forward in {f for f in self._pending.values() if f.deadline <= now} | \
-                {f for f in self._by_token.values() if f.deadline <= now}:
+                {f for f in self._tcp.queries.values() if f.deadline <= now}:
             if forward.tcp is not None:
-                self._close_tcp(forward)
+                self._tcp.close(forward)
             self._next_upstream(forward, now)
 
     def poll_at(self):
         """When ``poll`` next has work, or None."""
         deadlines = [f.deadline for f in self._pending.values()]
-        deadlines += [f.deadline for f in self._by_token.values()]
+        deadlines += [f.deadline for f in self._tcp.queries.values()]
         return min(deadlines, default=None)
 
     # ---------------------------------------------------------------------- answering
@@ -465,7 +458,7 @@ class DnsServer:
         upstream = self.upstreams[forward.next_upstream]
         forward.next_upstream += 1
         forward.deadline = now + self.timeout
-        port = self._pick_port()
+        port = pick_port(self.rng, self.port_range, self._pending, self.port_busy)
         if port is None:
             self.stats["drop.no_port"] += 1
             return
@@ -474,14 +467,6 @@ class DnsServer:
         self._pending[port] = forward
         self.outbox.append(UdpSend("udp", None, upstream[0], port, upstream[1],
                                    ident.to_bytes(2, "big") + forward.query[2:]))
-
-    def _pick_port(self):
-        low, high = self.port_range
-        for _ in range(64):
-            port = self.rng.randint(low, high)
-            if port not in self._pending and not (self.port_busy and self.port_busy(port)):
-                return port
-        return None
 
     def _parse_answer(self, payload, ident, forward):
         try:
@@ -516,7 +501,7 @@ class DnsServer:
                 forward.next_upstream < len(self.upstreams):
             forward.last_answer = msg
             if forward.tcp is not None:
-                self._close_tcp(forward)
+                self._tcp.close(forward)
             self._next_upstream(forward, now)
             return
         self._end(forward)
@@ -537,29 +522,17 @@ class DnsServer:
             self.outbox.append(TcpReply("tcp_reply", forward.conn, frame_tcp(reply)))
 
     def _start_tcp(self, forward, upstream, now):
-        token = self._next_token
-        self._next_token += 1
         ident = self.rng.getrandbits(16)
-        forward.tcp = (token, ident, upstream)
-        forward.tcp_buffer = b""
         forward.deadline = now + self.timeout
-        self._by_token[token] = forward
         self.stats["forward.tcp"] += 1
-        self.outbox.append(TcpQuery("tcp", token, upstream[0], upstream[1],
-                                    frame_tcp(ident.to_bytes(2, "big") + forward.query[2:])))
-
-    def _close_tcp(self, forward):
-        token = forward.tcp[0]
-        forward.tcp = None
-        if self._by_token.pop(token, None) is not None:
-            self.outbox.append(TcpClose("tcp_close", token))
+        self._tcp.ask(forward, upstream, ident, ident.to_bytes(2, "big") + forward.query[2:])
 
     def _end(self, forward):
         for port in forward.tries:
             self._pending.pop(port, None)
         forward.tries = {}
         if forward.tcp is not None:
-            self._close_tcp(forward)
+            self._tcp.close(forward)
         question = forward.question
         key = (forward.client if forward.conn is None else ("tcp", forward.conn),
                forward.client_id, name_key(question.name), question.qtype)

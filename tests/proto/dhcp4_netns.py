@@ -9,15 +9,7 @@ into ARP frames, feeds it the DHCP datagrams and ARP conflicts it sees, answers 
 own addresses and keeps every DHCP payload it received (for vectors).  Its clock is the
 monotonic clock plus ``offset``, which a test may push forward to reach T1 without waiting.
 """
-import ctypes
-import fcntl
-import os
 import select
-import shutil
-import socket
-import struct
-import subprocess
-import threading
 import time
 
 import pytest
@@ -29,102 +21,44 @@ from lwstack.wire.ethernet import (ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN, bu
 from lwstack.wire.ipv4 import PROTO_UDP, build_ipv4, parse_ipv4
 from lwstack.wire.udp import build_udp, parse_udp
 
+import netns_support
+from netns_support import ETHTOOL_STXCSUM, Namespaces, add_veth, offloads_off, packet_socket, run
+
+__all__ = ["LinkDriver", "VethPair", "packet_socket", "require_root_and"]   # for the tests
+
 BROADCAST_MAC = b"\xff" * 6
 BROADCAST = b"\xff\xff\xff\xff"
 ANY = bytes(4)
-CLONE_NEWNET = 0x40000000
-ETH_P_ALL = 0x0003
-SIOCETHTOOL = 0x8946
-ETHTOOL_STXCSUM = 0x17
 
 
 def require_root_and(*programs):
     """Skip unless root with iproute2 and ``programs`` on PATH."""
-    missing = [p for p in ("ip", *programs) if shutil.which(p) is None]
-    if missing:
-        pytest.skip("missing programs: " + ", ".join(missing))
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
+    reason = netns_support.missing(*programs)
+    if reason:
+        pytest.skip(reason)
 
 
-def sh(*argv):
-    """Run a command, failing the test with its stderr if it fails."""
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode:
-        pytest.fail(f"{' '.join(argv)}: {result.stderr.strip()}")
-    return result.stdout
-
-
-class VethPair:
+class VethPair(Namespaces):
     """Namespaces ``<prefix>a`` and ``<prefix>b`` joined by veth ``<prefix>A`` (in a) and
     ``<prefix>B`` (in b), up, without IPv6 (no router solicitations on the wire), with the
-    given MACs.  Removed (namespaces deleted) by :meth:`close`."""
+    given MACs, and TX checksum offload off (with it on, a veth peer's AF_PACKET socket sees
+    only the pseudo-header sum of a UDP checksum).  Removed (namespaces deleted) by
+    :meth:`close`."""
 
     def __init__(self, prefix, mac_a, mac_b):
         self.ns_a, self.ns_b = prefix + "a", prefix + "b"
         self.if_a, self.if_b = prefix + "A", prefix + "B"
-        for ns in (self.ns_a, self.ns_b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        sh("ip", "netns", "add", self.ns_a)
-        sh("ip", "netns", "add", self.ns_b)
+        super().__init__(self.ns_a, self.ns_b)
         try:
-            sh("ip", "link", "add", self.if_a, "netns", self.ns_a, "address", mac_a, "type",
-               "veth", "peer", "name", self.if_b, "netns", self.ns_b, "address", mac_b)
+            add_veth(self.ns_a, self.if_a, self.ns_b, self.if_b, mac_a, mac_b)
             for ns, ifname in ((self.ns_a, self.if_a), (self.ns_b, self.if_b)):
-                sh("ip", "netns", "exec", ns, "sysctl", "-q",
-                   f"net.ipv6.conf.{ifname}.disable_ipv6=1")
-                sh("ip", "-n", ns, "link", "set", ifname, "up")
-                tx_checksum_off(ns, ifname)
+                run("ip", "netns", "exec", ns, "sysctl", "-q",
+                    f"net.ipv6.conf.{ifname}.disable_ipv6=1")
+                run("ip", "-n", ns, "link", "set", ifname, "up")
+                offloads_off(ns, ifname, [ETHTOOL_STXCSUM])
         except BaseException:
             self.close()
             raise
-
-    def close(self):
-        """Delete both namespaces (and so the veth pair)."""
-        for ns in (self.ns_a, self.ns_b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
-def in_namespace(ns, function):
-    """Call ``function()`` in a thread that has entered namespace ``ns``; its result."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    result = {}
-
-    def enter_and_call():
-        try:
-            with open(f"/var/run/netns/{ns}") as handle:
-                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            result["value"] = function()
-        except OSError as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=enter_and_call)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def packet_socket(ns, ifname):
-    """An AF_PACKET socket bound to ``ifname`` inside namespace ``ns``."""
-    def open_socket():
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        sock.bind((ifname, 0))
-        return sock
-    return in_namespace(ns, open_socket)
-
-
-def tx_checksum_off(ns, ifname):
-    """Make the kernel finish UDP checksums itself on ``ifname`` (ETHTOOL_STXCSUM 0): with
-    the offload on, a veth peer's AF_PACKET socket sees only the pseudo-header sum."""
-    def ioctl():
-        value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0), 8)
-        ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)) + bytes(16)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            fcntl.ioctl(sock, SIOCETHTOOL, ifreq)
-    in_namespace(ns, ioctl)
 
 
 class LinkDriver:

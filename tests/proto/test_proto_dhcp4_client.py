@@ -82,12 +82,18 @@ def reply(request, kind, yiaddr=ADDR, server=SERVER, lease=1000, **options):
     return msg.emit()
 
 
-def offer_and_ack(client, now=0.0, **ack_options):
-    """Drive a started client through DISCOVER/OFFER/REQUEST/ACK at ``now``."""
+def requesting(client, now=0.0, offered_at=None):
+    """Poll a started client at ``now`` and answer its DISCOVER with SERVER's OFFER (received
+    at ``offered_at``, by default ``now``); returns the REQUEST the client sends."""
     client.poll(now)
     _, _, discover = one_message(client, DISCOVER)
-    client.receive(reply(discover, OFFER), SERVER, now)
-    _, _, request = one_message(client, REQUEST)
+    client.receive(reply(discover, OFFER), SERVER, now if offered_at is None else offered_at)
+    return one_message(client, REQUEST)[2]
+
+
+def offer_and_ack(client, now=0.0, **ack_options):
+    """Drive a started client through DISCOVER/OFFER/REQUEST/ACK at ``now``."""
+    request = requesting(client, now)
     client.receive(reply(request, ACK, **ack_options), SERVER, now)
     return request
 
@@ -257,10 +263,7 @@ def test_classless_routes_override_the_router_option():
 def test_lease_options_edge_cases():
     # No mask: the classful prefix; no T1/T2: RFC 2131 4.4.5's defaults; MTU < 68 ignored.
     client = new_client()
-    client.poll(0.0)
-    _, _, discover = one_message(client, DISCOVER)
-    client.receive(reply(discover, OFFER), SERVER, 0.0)
-    _, _, request = one_message(client, REQUEST)
+    request = requesting(client)
     ack = DhcpMessage.parse(reply(request, ACK, yiaddr=ip("172.16.5.5"), lease=800, mtu=60))
     del ack.options[dhcp4.OPT_SUBNET_MASK]
     client.receive(ack.emit(), SERVER, 0.0)
@@ -293,10 +296,7 @@ def test_infinite_lease_never_renews():
 def test_lease_counts_from_the_first_request():
     # RFC 2131 4.4.1: the lease starts when the REQUEST was sent, not when the ACK came.
     client = new_client(seed=4)
-    client.poll(0.0)
-    _, _, discover = one_message(client, DISCOVER)
-    client.receive(reply(discover, OFFER), SERVER, 2.0)
-    _, _, request = one_message(client, REQUEST)
+    request = requesting(client, offered_at=2.0)
     resend = client.poll_at()
     client.poll(resend)
     one_message(client, REQUEST)
@@ -314,10 +314,7 @@ def test_without_conflict_detection_the_ack_binds_at_once():
 
 def test_unusable_acks_are_dropped():
     client = new_client()
-    client.poll(0.0)
-    _, _, discover = one_message(client, DISCOVER)
-    client.receive(reply(discover, OFFER), SERVER, 0.0)
-    _, _, request = one_message(client, REQUEST)
+    request = requesting(client)
     ack = DhcpMessage.parse(reply(request, ACK))
     del ack.options[dhcp4.OPT_LEASE_TIME]
     client.receive(ack.emit(), SERVER, 0.0)
@@ -336,10 +333,7 @@ def test_unusable_acks_are_dropped():
 
 def test_a_malformed_optional_option_costs_only_that_option():
     client = new_client(acd=None)
-    client.poll(0.0)
-    _, _, discover = one_message(client, DISCOVER)
-    client.receive(reply(discover, OFFER), SERVER, 0.0)
-    _, _, request = one_message(client, REQUEST)
+    request = requesting(client)
     ack = DhcpMessage.parse(reply(request, ACK, dns=[SERVER]))
     ack.options[dhcp4.OPT_ROUTER] = b"\x0a\x00\x00"
     ack.options[dhcp4.OPT_DOMAIN_NAME] = "l\u00e4n".encode()
@@ -488,10 +482,7 @@ def test_nak_in_requesting_restarts_and_repeated_naks_back_off():
     client = new_client(seed=13)
     now, restarts = 0.0, []
     for _ in range(4):
-        client.poll(now)
-        _, _, discover = one_message(client, DISCOVER)
-        client.receive(reply(discover, OFFER), SERVER, now)
-        _, _, request = one_message(client, REQUEST)
+        request = requesting(client, now)
         client.receive(reply(request, NAK, server=OTHER_SERVER), SERVER, now)
         assert client.state == REQUESTING                 # not from the chosen server
         client.receive(reply(request, NAK), SERVER, now)

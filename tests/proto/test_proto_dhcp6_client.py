@@ -131,15 +131,22 @@ def ia(*addresses, t1=0, t2=0, iaid=IAID, status=None):
     return w.IaNa(iaid, t1, t2, [w.IaAddress(a, p, v) for a, p, v in addresses], status)
 
 
-def bound(cl=None, t1=100, t2=160, addresses=((ADDR1, 200, 300),), at=None):
-    """A client BOUND to SERVER_B; returns (client, time of binding)."""
+def requesting(cl=None, t1=0, t2=0, addresses=((ADDR1, 10, 20),)):
+    """A client that took SERVER_B's ADVERTISE (preference 255, an IA_NA of ``addresses``)
+    for its first SOLICIT; returns (client, time, the SOLICIT, the REQUEST it sent)."""
     cl = cl or client()
     cl.start(0.0)
-    [(t, solicit)] = advance(cl, 0.5)
+    [(t, solicit)] = advance(cl, 1.0)
     cl.receive(answer(solicit, w.ADVERTISE, preference=255,
                       ia_na=[ia(*addresses, t1=t1, t2=t2)]), LL_B, t)
     [request] = take(cl)
     assert request.msg_type == w.REQUEST
+    return cl, t, solicit, request
+
+
+def bound(cl=None, t1=100, t2=160, addresses=((ADDR1, 200, 300),), at=None):
+    """A client BOUND to SERVER_B; returns (client, time of binding)."""
+    cl, t, _, request = requesting(cl, t1, t2, addresses)
     cl.receive(answer(request, ia_na=[ia(*addresses, t1=t1, t2=t2)]), LL_B, t)
     assert cl.state == c.BOUND
     [(kind, _)] = events(cl)
@@ -354,12 +361,7 @@ def test_random_runs_stay_within_the_rfc_bounds():
 
 
 def test_request_gives_up_after_mrc_10_and_solicits_again():
-    cl = client()
-    cl.start(0.0)
-    [(t, solicit)] = advance(cl, 1.0)
-    cl.receive(answer(solicit, w.ADVERTISE, preference=255, ia_na=[ia((ADDR1, 10, 20))]),
-               LL_B, t)
-    [request] = take(cl)
+    cl, t, solicit, request = requesting()
     sent = [(t, request)] + advance(cl, t + 300.0)
     requests = [(when, m) for when, m in sent if m.msg_type == w.REQUEST]
     assert len(requests) == 10 and {m.xid for _, m in requests} == {request.xid}
@@ -373,12 +375,7 @@ def test_request_gives_up_after_mrc_10_and_solicits_again():
 
 
 def test_unspec_fail_keeps_retransmitting_not_on_link_solicits():
-    cl = client()
-    cl.start(0.0)
-    [(t, solicit)] = advance(cl, 1.0)
-    cl.receive(answer(solicit, w.ADVERTISE, preference=255, ia_na=[ia((ADDR1, 10, 20))]),
-               LL_B, t)
-    [request] = take(cl)
+    cl, t, _, request = requesting()
     cl.receive(answer(request, status=w.StatusCode(w.STATUS_UNSPEC_FAIL)), LL_B, t)
     cl.receive(answer(request, status=w.StatusCode(w.STATUS_USE_MULTICAST)), LL_B, t)
     assert cl.state == c.REQUESTING and cl.stats["drop.reply_status_1"] == 1

@@ -77,6 +77,15 @@ def answer(resolver, send, data, now, src=None, sport=None):
                             send.src_port, data, now)
 
 
+def answered(r, name, qtype, answers=(), now=0.0, **fields):
+    """``r.resolve(name, qtype, now)`` with its one query answered at once by ``answers``
+    (``fields`` as for :func:`response`: rcode, authorities...); returns the lookup."""
+    lookup = r.resolve(name, qtype, now)
+    (send,) = take(r)
+    answer(r, send, response(send, answers, **fields), now)
+    return lookup
+
+
 def done_list():
     finished = []
     return finished, finished.append
@@ -154,20 +163,18 @@ def test_a_server_over_ipv6_and_a_server_port():
 
 def test_cname_chain_inside_one_answer():
     r = make()
-    lookup = r.resolve("www.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [cname("www.example.com", "alias.example.net"),
-                                    cname("alias.example.net", "web.cdn.example"),
-                                    a("web.cdn.example", "10.9.9.9")]), 0.0)
+    lookup = answered(r, "www.example.com", TYPE_A,
+                      [cname("www.example.com", "alias.example.net"),
+                       cname("alias.example.net", "web.cdn.example"),
+                       a("web.cdn.example", "10.9.9.9")])
     assert lookup.addresses == [ip("10.9.9.9")] and lookup.canonical == "web.cdn.example"
     assert take(r) == []
 
 
 def test_chain_continues_with_a_new_query_when_the_server_stops_short():
     r = make()
-    lookup = r.resolve("www.example.com", TYPE_AAAA, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [cname("www.example.com", "web.other.example")]), 0.0)
+    lookup = answered(r, "www.example.com", TYPE_AAAA,
+                      [cname("www.example.com", "web.other.example")])
     (again,) = take(r)
     assert query_of(again).questions == [Question("web.other.example", TYPE_AAAA)]
     answer(r, again, response(again, [a("web.other.example", "fd00::7")]), 0.1)
@@ -176,10 +183,8 @@ def test_chain_continues_with_a_new_query_when_the_server_stops_short():
 
 def test_cname_to_a_missing_name_is_nxdomain_of_the_target():
     r = make()
-    lookup = r.resolve("www.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [cname("www.example.com", "gone.example.com")],
-                             rcode=dns.RCODE_NXDOMAIN, authorities=[soa("example.com")]), 0.0)
+    lookup = answered(r, "www.example.com", TYPE_A, [cname("www.example.com", "gone.example.com")],
+                      rcode=dns.RCODE_NXDOMAIN, authorities=[soa("example.com")])
     assert lookup.error == EAI_NONAME and not lookup.nodata
     # RFC 2308 2.1: the NXDOMAIN is about the target; the alias itself is cached as a CNAME.
     again = r.resolve("www.example.com", TYPE_A, 1.0)
@@ -205,10 +210,8 @@ def test_cname_loop_ends_with_eai_fail():
 
 def test_cname_loop_inside_one_answer():
     r = make()
-    lookup = r.resolve("a.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [cname("a.example.com", "b.example.com"),
-                                    cname("b.example.com", "a.example.com")]), 0.0)
+    lookup = answered(r, "a.example.com", TYPE_A, [cname("a.example.com", "b.example.com"),
+                                                   cname("b.example.com", "a.example.com")])
     # Each link of the answer is followed once, then the cached links (no new query) run the
     # chain past max_chain.
     assert lookup.error == EAI_FAIL and take(r) == []
@@ -314,12 +317,16 @@ def test_too_long_candidates_are_skipped_and_bad_names_refused():
 
 # ------------------------------------------------------------------------- negative answers
 
+def nxdomain(r, *authorities):
+    """Ask ``r`` for nope.example.com (A) at time 0, answered NXDOMAIN with ``authorities``;
+    returns the lookup."""
+    return answered(r, "nope.example.com", TYPE_A, rcode=dns.RCODE_NXDOMAIN,
+                    authorities=authorities)
+
+
 def test_nxdomain_is_cached_for_the_soa_minimum():
     r = make()
-    lookup = r.resolve("nope.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, rcode=dns.RCODE_NXDOMAIN,
-                             authorities=[soa("example.com", ttl=3600, minimum=60)]), 0.0)
+    lookup = nxdomain(r, soa("example.com", ttl=3600, minimum=60))
     assert lookup.error == EAI_NONAME
     # min(SOA TTL, MINIMUM) = 60 s (RFC 2308 5), for every type of that name.
     cached = r.resolve("nope.example.com", (TYPE_A, TYPE_AAAA), 59.9)
@@ -329,45 +336,30 @@ def test_nxdomain_is_cached_for_the_soa_minimum():
     assert len(take(r)) == 1
 
 
-def test_negative_ttl_is_the_smaller_of_soa_ttl_and_minimum_and_is_capped():
+@pytest.mark.parametrize("ttl,minimum,kept", [(30, 600, 30),         # the SOA's TTL is smaller
+                                              (3600, 3600, 100)])    # max_negative_ttl
+def test_negative_ttl_is_the_smaller_of_soa_ttl_and_minimum_and_is_capped(ttl, minimum, kept):
     r = make(max_negative_ttl=100)
-    r.resolve("nope.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, rcode=dns.RCODE_NXDOMAIN,
-                             authorities=[soa("example.com", ttl=30, minimum=600)]), 0.0)
-    assert r.resolve("nope.example.com", TYPE_A, 29.0).done
-    assert not r.resolve("nope.example.com", TYPE_A, 30.0).done
-    r2 = make(max_negative_ttl=100)
-    r2.resolve("nope.example.com", TYPE_A, 0.0)
-    (send,) = take(r2)
-    answer(r2, send, response(send, rcode=dns.RCODE_NXDOMAIN,
-                              authorities=[soa("example.com", ttl=3600, minimum=3600)]), 0.0)
-    assert r2.resolve("nope.example.com", TYPE_A, 99.0).done
-    assert not r2.resolve("nope.example.com", TYPE_A, 100.0).done
+    nxdomain(r, soa("example.com", ttl=ttl, minimum=minimum))
+    assert r.resolve("nope.example.com", TYPE_A, kept - 1.0).done
+    assert not r.resolve("nope.example.com", TYPE_A, kept).done
 
 
 def test_negative_answers_without_soa_are_not_cached():
     r = make()
-    r.resolve("nope.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, rcode=dns.RCODE_NXDOMAIN), 0.0)
+    nxdomain(r)
     assert not r.resolve("nope.example.com", TYPE_A, 0.1).done
 
 
 def test_an_unrelated_soa_does_not_make_a_negative_cache_entry():
     r = make()
-    r.resolve("nope.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, rcode=dns.RCODE_NXDOMAIN,
-                             authorities=[soa("other.example")]), 0.0)
+    nxdomain(r, soa("other.example"))
     assert not r.resolve("nope.example.com", TYPE_A, 0.1).done
 
 
 def test_nodata_is_cached_per_type():
     r = make()
-    r.resolve("v4.example.com", TYPE_AAAA, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, authorities=[soa("example.com", minimum=30)]), 0.0)
+    answered(r, "v4.example.com", TYPE_AAAA, authorities=[soa("example.com", minimum=30)])
     again = r.resolve("v4.example.com", TYPE_AAAA, 10.0)
     assert again.done and again.nodata and again.source == "cache"
     other = r.resolve("v4.example.com", TYPE_A, 10.0)
@@ -378,10 +370,8 @@ def test_nodata_is_cached_per_type():
 
 def test_positive_answers_live_for_their_ttl():
     r = make()
-    r.resolve("web.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [a("web.example.com", "10.0.0.1", ttl=20),
-                                    a("web.example.com", "10.0.0.2", ttl=10)]), 0.0)
+    answered(r, "web.example.com", TYPE_A, [a("web.example.com", "10.0.0.1", ttl=20),
+                                            a("web.example.com", "10.0.0.2", ttl=10)])
     hit = r.resolve("web.example.com", TYPE_A, 9.99)
     assert hit.source == "cache" and hit.addresses == [ip("10.0.0.1"), ip("10.0.0.2")]
     assert hit.canonical == "web.example.com"
@@ -391,10 +381,9 @@ def test_positive_answers_live_for_their_ttl():
 
 def test_cached_cname_links_are_followed():
     r = make()
-    r.resolve("www.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [cname("www.example.com", "web.example.com", ttl=100),
-                                    a("web.example.com", "10.0.0.1", ttl=10)]), 0.0)
+    answered(r, "www.example.com", TYPE_A,
+             [cname("www.example.com", "web.example.com", ttl=100),
+              a("web.example.com", "10.0.0.1", ttl=10)])
     # At 50 s the address has expired but the alias has not: only web.example.com is asked.
     lookup = r.resolve("www.example.com", TYPE_A, 50.0)
     (send,) = take(r)
@@ -418,9 +407,7 @@ def test_ttl_cap_and_rfc2181_top_bit():
 def test_cache_is_bounded_lru():
     r = make(cache_size=2)
     for i, name in enumerate(["a.example.com", "b.example.com", "c.example.com"]):
-        r.resolve(name, TYPE_A, 0.0)
-        (send,) = take(r)
-        answer(r, send, response(send, [a(name, f"10.0.0.{i + 1}")]), 0.0)
+        answered(r, name, TYPE_A, [a(name, f"10.0.0.{i + 1}")])
         if i == 1:
             assert r.resolve("a.example.com", TYPE_A, 0.0).done     # a is now the most recent
     assert len(r.cache) == 2
@@ -561,19 +548,15 @@ def test_resolve_needs_a_type():
 
 def test_question_matching_ignores_case():
     r = make()
-    lookup = r.resolve("Web.Example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [a("WEB.example.COM", "10.0.0.1")],
-                             questions=[Question("web.EXAMPLE.com", TYPE_A)]), 0.0)
+    lookup = answered(r, "Web.Example.com", TYPE_A, [a("WEB.example.COM", "10.0.0.1")],
+                      questions=[Question("web.EXAMPLE.com", TYPE_A)])
     assert lookup.addresses == [ip("10.0.0.1")]
 
 
 def test_records_off_the_chain_are_neither_used_nor_cached():
     r = make()
-    lookup = r.resolve("web.example.com", TYPE_A, 0.0)
-    (send,) = take(r)
-    answer(r, send, response(send, [a("web.example.com", "10.0.0.1"),
-                                    a("bank.example", "6.6.6.6")]), 0.0)
+    lookup = answered(r, "web.example.com", TYPE_A, [a("web.example.com", "10.0.0.1"),
+                                                     a("bank.example", "6.6.6.6")])
     assert lookup.addresses == [ip("10.0.0.1")]
     assert not r.resolve("bank.example", TYPE_A, 0.0).done
 
@@ -765,15 +748,20 @@ class Loop:
             self.queue.append((self.now + self.delay, self._to_client(record)))
         self.server.outbox.clear()
 
+    def _datagram(self, machine, src_addr, dst_addr, record):
+        """Delivery of the datagram ``record`` to ``machine``, unless it is one to lose."""
+        def deliver():
+            if self.lose:
+                self.lose -= 1
+                return
+            machine.receive(src_addr, record.src_port, dst_addr, record.dst_port,
+                            record.payload, self.now)
+        return deliver
+
     def _to_server(self, record):
         if record.kind == "udp":
-            def deliver():
-                if self.lose:
-                    self.lose -= 1
-                    return
-                self.server.receive(self.CLIENT, record.src_port, record.dst_addr,
-                                    record.dst_port, record.payload, self.now)
-        elif record.kind == "tcp":
+            return self._datagram(self.server, self.CLIENT, record.dst_addr, record)
+        if record.kind == "tcp":
             def deliver():
                 self.tcp_conns[record.token] = ("conn", record.token)
                 self.server.receive_tcp_client(("conn", record.token), record.payload, self.now)
@@ -786,28 +774,25 @@ class Loop:
 
     def _to_client(self, record):
         if record.kind == "udp":
-            def deliver():
-                if self.lose:
-                    self.lose -= 1
-                    return
-                self.resolver.receive(record.src_addr, record.src_port, self.CLIENT,
-                                      record.dst_port, record.payload, self.now)
-        else:
-            assert record.kind == "tcp_reply"
+            return self._datagram(self.resolver, record.src_addr, self.CLIENT, record)
+        assert record.kind == "tcp_reply"
 
-            def deliver():
-                self.resolver.receive_tcp(record.conn[1], record.payload, self.now)
+        def deliver():
+            self.resolver.receive_tcp(record.conn[1], record.payload, self.now)
         return deliver
+
+    def _deliver_due(self):
+        due = [item for item in self.queue if item[0] <= self.now]
+        self.queue = [item for item in self.queue if item[0] > self.now]
+        for _, deliver in due:
+            deliver()
 
     def drain(self):
         """Deliver what is in flight (e.g. the closing of a TCP connection)."""
         self.step()
         while self.queue:
             self.now = max(self.now, min(t for t, _ in self.queue))
-            due = [item for item in self.queue if item[0] <= self.now]
-            self.queue = [item for item in self.queue if item[0] > self.now]
-            for _, deliver in due:
-                deliver()
+            self._deliver_due()
             self.step()
 
     def run(self, lookup, limit=60.0):
@@ -817,10 +802,7 @@ class Loop:
             nxt = min([t for t, _ in self.queue] + timers)
             assert nxt <= limit, "no progress"
             self.now = max(self.now, nxt)
-            due = [item for item in self.queue if item[0] <= self.now]
-            self.queue = [item for item in self.queue if item[0] > self.now]
-            for _, deliver in due:
-                deliver()
+            self._deliver_due()
             self.resolver.poll(self.now)
             self.server.poll(self.now)
             self.step()

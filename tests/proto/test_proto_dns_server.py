@@ -472,12 +472,19 @@ def test_a_large_forwarded_answer_is_truncated_for_a_small_client(fwd):
     assert msg.id == 0x1111
 
 
-def test_tcp_client_and_a_truncated_upstream_answer(fwd):
+def truncated_for_a_tcp_client(fwd):
+    """TCP client "c1" asks big.example.com and the first upstream's UDP answer is truncated:
+    returns (the client's query, the TcpQuery the server sends to ask again)."""
     query = Message(0x2222, rd=True, questions=[Question("big.example.com", TYPE_A)]).emit()
     fwd.receive_tcp_client("c1", dns.frame_tcp(query), 0.0)
     (send,) = take(fwd)
     upstream_reply(fwd, send, tc=True)
     (tcp,) = take(fwd)
+    return query, tcp
+
+
+def test_tcp_client_and_a_truncated_upstream_answer(fwd):
+    query, tcp = truncated_for_a_tcp_client(fwd)
     assert isinstance(tcp, TcpQuery) and (tcp.dst_addr, tcp.dst_port) == (U1, 53)
     inner, _ = dns.unframe_tcp(tcp.payload)
     assert inner[2:] == query[2:]
@@ -495,11 +502,7 @@ def test_tcp_client_and_a_truncated_upstream_answer(fwd):
 
 
 def test_upstream_tcp_failure_tries_the_next_upstream(fwd):
-    query = Message(0x2222, rd=True, questions=[Question("big.example.com", TYPE_A)]).emit()
-    fwd.receive_tcp_client("c1", dns.frame_tcp(query), 0.0)
-    (send,) = take(fwd)
-    upstream_reply(fwd, send, tc=True)
-    (tcp,) = take(fwd)
+    _, tcp = truncated_for_a_tcp_client(fwd)
     fwd.tcp_failed(tcp.token, 0.2)
     (send,) = take(fwd)
     assert send.kind == "udp" and send.dst_addr == U2

@@ -5,7 +5,7 @@ Not a test: run it by hand, as root, on a Linux host with iproute2 and iputils p
 creates and removes two network namespaces, lwfraga and lwfragb, joined by a veth pair; no
 other traffic):
 
-    sudo PYTHONPATH=. python3 tests/storage/fragment_vectors_capture.py
+    sudo PYTHONPATH=.:tests python3 tests/storage/fragment_vectors_capture.py
 
 1. Kernel fragments.  The veth MTU is 1280 and the IPv4 routes between the namespaces say
    ``mtu lock 576``.  ``ping -M dont -s 1200`` (a 1208-byte ICMP message: three IPv4
@@ -19,20 +19,18 @@ other traffic):
    replies are reassembled by FragmentReassembler: the kernel must have reassembled ours to
    answer, and its answer must carry our data back.
 """
-import os
 import select
 import socket
 import struct
-import subprocess
-import sys
 import time
+
+from netns_support import Namespaces, Sniffer, add_veth, packet_socket, run
 
 NS_A, NS_B = "lwfraga", "lwfragb"
 IF_A, IF_B = "lwfa", "lwfb"
 V4_A, V4_B, V4_PEER = "198.18.79.1", "198.18.79.2", "198.18.79.3"
 V6_A, V6_B, V6_PEER = "fd00:79::1", "fd00:79::2", "fd00:79::3"
 MAC_A, MAC_B, MAC_PEER = "02:00:00:00:79:01", "02:00:00:00:79:02", "02:00:00:00:79:03"
-ETH_P_ALL = 0x0003
 
 
 def is_fragment(frame):
@@ -42,35 +40,21 @@ def is_fragment(frame):
     return frame[12:14] == b"\x86\xdd" and frame[20] == 44
 
 
-def sniff(ifname, seconds):
-    """Print every fragment seen on ``ifname`` (both directions) for ``seconds``."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.bind((ifname, 0))
-    print("ready", flush=True)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if select.select([sock], [], [], max(0.0, end - time.monotonic()))[0]:
-            frame = sock.recv(65536)
-            if is_fragment(frame):
-                print(frame.hex(), flush=True)
-
-
 def icmpv6_checksum(src, dst, message):
     from lwstack.wire.checksum import internet_checksum
     pseudo = src + dst + struct.pack("!I3xB", len(message), 58)
     return internet_checksum(pseudo + message)
 
 
-def peer():
-    """Step 2 (runs in lwfraga): our fragments in, the kernel's reassembled answers out."""
+def peer(sock):
+    """Step 2, on ``sock`` (every frame on lwfa): our fragments in, the kernel's reassembled
+    answers out."""
     from lwstack.storage.fragments import FragmentReassembler, fragment_v4, fragment_v6
     from lwstack.wire import icmpv4
     from lwstack.wire.ethernet import build_ethernet, parse_mac
     from lwstack.wire.ipv4 import parse_addr, parse_ipv4
 
     my_mac, kernel_mac = parse_mac(MAC_PEER), parse_mac(MAC_B)
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.bind((IF_A, 0))
     data = bytes((i * 7) & 0xFF for i in range(2000))
     reassembler = FragmentReassembler()
 
@@ -121,28 +105,12 @@ def peer():
           f"{'ok' if ok else 'FAILED'}", flush=True)
 
 
-def run(*args):
-    subprocess.run(args, check=True)
-
-
-def in_ns(ns, *args):
-    """Start this script with ``args`` in namespace ``ns``; wait for its "ready" line."""
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, __file__, *args],
-                            stdout=subprocess.PIPE, text=True, env=os.environ)
-    if args[0] == "sniff":
-        assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
 def main():
-    run("ip", "netns", "add", NS_A)
-    run("ip", "netns", "add", NS_B)
-    try:
-        run("ip", "link", "add", IF_A, "netns", NS_A, "type", "veth", "peer", "name", IF_B,
-            "netns", NS_B)
-        for ns, ifname, mac, v4, v6, other in ((NS_A, IF_A, MAC_A, V4_A, V6_A, V4_B),
-                                               (NS_B, IF_B, MAC_B, V4_B, V6_B, V4_A)):
-            run("ip", "-n", ns, "link", "set", ifname, "address", mac, "mtu", "1280")
+    with Namespaces(NS_A, NS_B):
+        add_veth(NS_A, IF_A, NS_B, IF_B, MAC_A, MAC_B)
+        for ns, ifname, v4, v6, other in ((NS_A, IF_A, V4_A, V6_A, V4_B),
+                                          (NS_B, IF_B, V4_B, V6_B, V4_A)):
+            run("ip", "-n", ns, "link", "set", ifname, "mtu", "1280")
             run("ip", "-n", ns, "addr", "add", v4 + "/24", "dev", ifname)
             run("ip", "-n", ns, "addr", "add", v6 + "/64", "dev", ifname, "nodad")
             run("ip", "-n", ns, "link", "set", ifname, "up")
@@ -152,22 +120,15 @@ def main():
         time.sleep(0.5)
 
         print("# 1. kernel fragments (IPv4 ping -s 1200 at MTU 576, IPv6 ping -s 2500)")
-        capture = in_ns(NS_B, "sniff", IF_B, "3")
+        capture = Sniffer(NS_B, IF_B, 3, keep=is_fragment)
         run("ip", "netns", "exec", NS_A, "ping", "-q", "-c1", "-M", "dont", "-s", "1200", V4_B)
         run("ip", "netns", "exec", NS_A, "ping", "-q", "-6", "-c1", "-M", "dont", "-s", "2500",
             V6_B)
-        print(capture.communicate()[0], end="")
+        print(capture.hex_lines(), end="")
         print("# 2. our fragments, reassembled by the kernel")
-        print(in_ns(NS_A, "peer").communicate()[0], end="")
-    finally:
-        subprocess.run(["ip", "netns", "del", NS_A])
-        subprocess.run(["ip", "netns", "del", NS_B])
+        with packet_socket(NS_A, IF_A) as sock:
+            peer(sock)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 1:
-        main()
-    elif sys.argv[1] == "sniff":
-        sniff(sys.argv[2], float(sys.argv[3]))
-    elif sys.argv[1] == "peer":
-        peer()
+    main()

@@ -103,24 +103,31 @@ KERNEL_V6_SRC = bytes.fromhex("fd000079000000000000000000000001")
 KERNEL_V6_DST = bytes.fromhex("fd000079000000000000000000000002")
 
 
-def kernel_v4_packets():
-    """The three IPv4 packets as the kernel sent them (Ethernet header removed)."""
+def kernel_packets(headers, message):
+    """The packets as the kernel sent them: each captured header (Ethernet removed) followed
+    by the next bytes of ``message``, as many as the IP length field says (IPv4 total length;
+    IPv6 payload length, which counts the Fragment header)."""
     packets, offset = [], 0
-    for header in KERNEL_V4_HEADERS:
-        size = struct.unpack_from("!H", header, 16)[0] - 20
-        packets.append(header[14:] + KERNEL_V4_MESSAGE[offset:offset + size])
+    for header in headers:
+        ip = header[14:]
+        if ip[0] >> 4 == 4:
+            end = struct.unpack_from("!H", ip, 2)[0]
+        else:
+            end = 40 + struct.unpack_from("!H", ip, 4)[0]
+        size = end - len(ip)
+        packets.append(ip + message[offset:offset + size])
         offset += size
     return packets
+
+
+def kernel_v4_packets():
+    """The three IPv4 packets of the kernel's fragmented echo request."""
+    return kernel_packets(KERNEL_V4_HEADERS, KERNEL_V4_MESSAGE)
 
 
 def kernel_v6_packets():
-    """The three IPv6 packets as the kernel sent them (Ethernet header removed)."""
-    packets, offset = [], 0
-    for header in KERNEL_V6_HEADERS:
-        size = struct.unpack_from("!H", header, 18)[0] - 8
-        packets.append(header[14:] + KERNEL_V6_MESSAGE[offset:offset + size])
-        offset += size
-    return packets
+    """The three IPv6 packets of the kernel's fragmented echo request."""
+    return kernel_packets(KERNEL_V6_HEADERS, KERNEL_V6_MESSAGE)
 
 
 def icmpv6_checksum_ok(src, dst, message):

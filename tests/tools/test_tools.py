@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo"]
+TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwrouter"]
 
 
 def run(*argv, timeout=60):
@@ -27,6 +27,9 @@ def test_help(tool):
     ["lwecho", "--conf", "ip=10.0.0.1/24", "--port", "70000"],
     ["lwswitch", "--numports", "many"],
     ["lwdemo", "--count", "0"],
+    ["lwrouter", "--conf", "ip=10.0.0.1/24"],
+    ["lwrouter", "--conf", "ip=10.0.0.1/24", "--dhcp", "10.0.0.2-10.0.0.9", "--lease-time", "0"],
+    ["lwrouter", "--conf", "ip=10.0.0.1/24", "--dns", "--host-record", "nameonly"],
 ])
 def test_bad_arguments_give_one_line(argv):
     result = run(*argv)
@@ -43,6 +46,14 @@ def test_bad_arguments_give_one_line(argv):
      "give the prefix length"),
     (["lwecho", "--net", "vde:///tmp", "--conf", "ip=10.0.0.1/24,colour=blue"],
      "unknown configuration item 'colour'"),
+    (["lwrouter", "--conf", "ip=10.0.0.1/24", "--dhcp", "10.0.0.100-10.0.0.200",
+      "--ra", "fd00::/64"], "--ra fd00::/64: router advertisements are not supported yet"),
+    (["lwrouter", "--conf", "ip=10.0.0.1/24", "--dhcp6", "hash"],
+     "--dhcp6 hash: a DHCPv6 server is not supported yet"),
+    (["lwrouter", "--conf", "ip=10.0.0.1/24", "--dhcp", "10.0.0.200-10.0.0.100"],
+     "the range's first address is after its last"),
+    (["lwrouter", "--net", "vde:///nonexistent/sw", "--conf", "ip=10.0.0.1/24", "--dhcp",
+      "10.0.1.100-10.0.1.200"], "no VDE switch at /nonexistent/sw"),
 ])
 def test_runtime_errors_give_one_line(argv, message):
     result = run(*argv)
@@ -90,7 +101,47 @@ def test_lwecho_echoes_udp_from_another_process(lwswitch, lwecho):
 def test_lwdemo_runs_end_to_end():
     result = run("lwdemo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3/3 replies" in result.stdout
-    assert "3/3 echoed intact" in result.stdout
-    assert "lwecho eth,ip=10.0.0.1/24" in result.stdout  # the switch console saw process A
-    assert "done: every ping answered and every datagram echoed." in result.stdout
+    out = result.stdout
+    assert "A (pid" in out and "says: got 10.0.0.100/24, gateway 10.0.0.1, dns 10.0.0.1, " \
+        "domain lan" in out
+    assert re.search(r"gets\n    10\.0\.0\.101/24, gateway 10\.0\.0\.1, dns 10\.0\.0\.1, "
+                     r"domain lan, lease 3600 s in \d+\.\d s", out)
+    assert "getaddrinfo('echo', 7) -> echo.lan is 10.0.0.100" in out
+    assert "3/3 replies" in out
+    assert "3/3 echoed intact" in out
+    assert "lwdemo peer echo" in out          # the switch console saw process A
+    assert re.search(r"lwrouter: DHCPACK 10\.0\.0\.101 [0-9a-f:]{17}", out)
+    assert "lwrouter: DHCPRELEASE 10.0.0.101" in out
+    assert "done: every ping answered and every datagram echoed." in out
+
+
+def test_lwrouter_leases_to_two_stacks_and_names_them(lwswitch, processes):
+    from linereader import LineReader
+
+    import lwstack
+    from lwstack import socket as lws
+    router = processes.python("lwrouter", "--net", lwswitch, "--conf",
+                              "ip=10.5.0.1/24,fqdn=gw.test", "--dhcp", "10.5.0.10-10.5.0.20",
+                              "--dns", "--domain", "test", "--host-record", "files,10.5.0.5",
+                              "--lease-time", "120")
+    log = LineReader(router)
+    line = log.take(1)[0]
+    assert line == ("lwrouter: serving 10.5.0.1/24 (" + line.split("(")[1].split(")")[0]
+                            + "); DHCP 10.5.0.10-10.5.0.20 lease 120 s, gateway 10.5.0.1; "
+                            "DNS as gw.test, domain test")
+    with lwstack.Stack(lwswitch, "dhcp,fqdn=one") as one, \
+            lwstack.Stack(lwswitch, "dhcp,fqdn=two") as two:
+        one.wait_configured(10)
+        two.wait_configured(10)
+        assert sorted(a for a in one.addresses + two.addresses if ":" not in a) == [
+            "10.5.0.10/24", "10.5.0.11/24"]
+        assert one.name_servers() == (["10.5.0.1"], ["test"])
+        assert lws.gethostbyname("two", stack=one) == two.addresses[0][:-3]
+        assert lws.gethostbyname("files", stack=two) == "10.5.0.5"
+        assert lws.getfqdn(one.addresses[0][:-3], stack=two) == "one.test"
+        one_mac, one_address = one.mac, one.addresses[0][:-3]
+    lines = log.take(12)
+    assert f"lwrouter: DHCPDISCOVER {one_mac} one" in lines
+    assert any(re.fullmatch(rf"lwrouter: DHCPACK 10\.5\.0\.1[01] {one_mac}", x) for x in lines)
+    assert f"lwrouter: DNS one.test -> {one_address}" in lines
+    assert f"lwrouter: DHCPRELEASE {one_address} {one_mac}" in lines      # at Stack.close

@@ -4,7 +4,7 @@ test_wire_icmpv6.py.
 Not a test: run it by hand, as root, on a Linux host with iproute2 and radvd (it creates and
 removes network namespaces lw6a, lw6b, lw6c, lw6q1 and lw6q2; no other traffic):
 
-    sudo PYTHONPATH=. python3 tests/wire/ipv6_vectors_capture.py
+    sudo PYTHONPATH=.:tests python3 tests/wire/ipv6_vectors_capture.py
 
 lw6a (02:00:00:00:00:01, fd00:6::1) -- lw6b (02:00:00:00:00:02, fd00:6::2, a router)
 -- lw6c (fd00:7::3, on a 1280-byte link).  Checksum offloads are off on every veth, so the
@@ -30,24 +30,18 @@ Addresses and MACs are fixed, but the ping identifiers, nonces, fragment identif
 timestamps change from run to run; the vectors in the tests come from one run on Linux 6.18
 with radvd 2.19.
 """
-import ctypes
-import fcntl
 import os
-import select
-import socket
-import struct
+import shutil
 import subprocess
-import sys
 import tempfile
 import time
+
+from netns_support import Namespaces, Sniffer, add_veth, offloads_off, packet_socket, run
 
 NS_A, NS_B, NS_C, NS_Q1, NS_Q2 = "lw6a", "lw6b", "lw6c", "lw6q1", "lw6q2"
 IF_A, IF_BA, IF_BC, IF_C = "lw6a", "lw6ba", "lw6bc", "lw6c"
 MAC_A, MAC_B, MAC_BC, MAC_C = ("02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03",
                                "02:00:00:00:00:04")
-SIOCETHTOOL = 0x8946
-ETHTOOL_SRXCSUM, ETHTOOL_STXCSUM, ETHTOOL_STSO, ETHTOOL_SGSO = 0x15, 0x17, 0x1F, 0x24
-ETH_P_ALL = 0x0003
 RADVD_CONF = """
 interface lw6ba {
     AdvSendAdvert on;
@@ -70,45 +64,17 @@ interface lw6ba {
 """
 
 
-def ethtool_set(ifname, command, value):
-    """One ETHTOOL_S* ioctl (struct ethtool_value) on ``ifname``."""
-    buf = ctypes.create_string_buffer(struct.pack("II", command, value), 8)
-    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(buf)) + bytes(16)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock, SIOCETHTOOL, ifreq)
+def is_ipv6(frame):
+    """An IPv6 frame."""
+    return frame[12:14] == b"\x86\xdd"
 
 
-def offloads_off(ifname):
-    """No TSO/GSO and no TX or RX checksum offload."""
-    for command in (ETHTOOL_STSO, ETHTOOL_SGSO, ETHTOOL_STXCSUM, ETHTOOL_SRXCSUM):
-        ethtool_set(ifname, command, 0)
-
-
-def sniff(ifname, seconds):
-    """Print every IPv6 frame seen on ``ifname`` (both directions) for ``seconds``."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.bind((ifname, 0))
-    print("ready", flush=True)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if select.select([sock], [], [], max(0.0, end - time.monotonic()))[0]:
-            try:
-                frame = sock.recv(65536)
-            except OSError:         # ENETDOWN until the interface comes up
-                time.sleep(0.01)
-                continue
-            if frame[12:14] == b"\x86\xdd":
-                print(frame.hex(), flush=True)
-
-
-def inject():
-    """Step 5 (runs in lw6a): frames built by lwstack.wire, sent to lw6b."""
+def inject(sock):
+    """Step 5, on ``sock`` (IPv6 frames on lw6a): frames built by lwstack.wire, sent to lw6b."""
     from lwstack.wire import icmpv6, ipv6
     from lwstack.wire.ethernet import ETHERTYPE_IPV6, build_ethernet, parse_mac
     me, kernel = ipv6.parse_addr6("fd00:6::1"), ipv6.parse_addr6("fd00:6::2")
     my_mac, kernel_mac = parse_mac(MAC_A), parse_mac(MAC_B)
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
-    sock.bind((IF_A, 0))
 
     def send(next_header, payload, hop_limit=64):
         packet = ipv6.build_ipv6(me, kernel, next_header, payload, hop_limit)
@@ -129,20 +95,6 @@ def inject():
     send(253, b"experimental protocol 253")
 
 
-def run(*args):
-    subprocess.run(args, check=True)
-
-
-def in_ns(ns, *args, script=True):
-    """Start this script (or a command) in namespace ``ns``."""
-    command = [sys.executable, __file__, *args] if script else list(args)
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, *command], stdout=subprocess.PIPE,
-                            text=True, env=os.environ)
-    if script and args[0] == "sniff":
-        assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
 def ns_run(ns, *args):
     subprocess.run(["ip", "netns", "exec", ns, *args], check=False,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -150,99 +102,79 @@ def ns_run(ns, *args):
 
 def querier():
     """Step 7: MLDv2 queries from a Linux bridge."""
-    run("ip", "netns", "add", NS_Q1)
-    run("ip", "netns", "add", NS_Q2)
-    try:
-        run("ip", "link", "add", NS_Q1, "netns", NS_Q1, "type", "veth", "peer", "name", NS_Q2,
-            "netns", NS_Q2)
-        run("ip", "-n", NS_Q1, "link", "set", NS_Q1, "address", "02:00:00:00:00:05")
+    with Namespaces(NS_Q1, NS_Q2):
+        add_veth(NS_Q1, NS_Q1, NS_Q2, NS_Q2, "02:00:00:00:00:05")
         run("ip", "-n", NS_Q2, "link", "add", "lw6qbr", "address", "02:00:00:00:00:06", "type",
             "bridge", "mcast_querier", "1", "mcast_snooping", "1", "mcast_mld_version", "2",
             "mcast_startup_query_interval", "100", "mcast_startup_query_count", "10",
             "mcast_query_response_interval", "500")
         run("ip", "-n", NS_Q2, "link", "set", NS_Q2, "master", "lw6qbr")
-        capture = in_ns(NS_Q1, "sniff", NS_Q1, "6")
+        capture = Sniffer(NS_Q1, NS_Q1, 6, keep=is_ipv6)
         run("ip", "-n", NS_Q2, "link", "set", NS_Q2, "up")
         run("ip", "-n", NS_Q2, "link", "set", "lw6qbr", "up")
         run("ip", "-n", NS_Q1, "link", "set", NS_Q1, "up")
-        for line in capture.communicate()[0].splitlines():
-            frame = bytes.fromhex(line)
+        for frame in capture.join():
             if frame[20] == 0 and frame[62] == 130:        # Hop-by-Hop, then a query
-                print(line)
-    finally:
-        subprocess.run(["ip", "netns", "del", NS_Q1])
-        subprocess.run(["ip", "netns", "del", NS_Q2])
+                print(frame.hex())
 
 
 def main():
-    for ns in (NS_A, NS_B, NS_C):
-        run("ip", "netns", "add", ns)
     workdir = tempfile.mkdtemp(prefix="lw6")
     radvd = None
     try:
-        run("ip", "link", "add", IF_A, "netns", NS_A, "type", "veth", "peer", "name", IF_BA,
-            "netns", NS_B)
-        run("ip", "link", "add", IF_BC, "netns", NS_B, "type", "veth", "peer", "name", IF_C,
-            "netns", NS_C)
-        for ns, ifname, mac in ((NS_A, IF_A, MAC_A), (NS_B, IF_BA, MAC_B),
-                                (NS_B, IF_BC, MAC_BC), (NS_C, IF_C, MAC_C)):
-            run("ip", "-n", ns, "link", "set", ifname, "address", mac)
-            in_ns(ns, "offloads", ifname).wait()
-        ns_run(NS_B, "sysctl", "-w", "net.ipv6.conf.all.forwarding=1")
-        for ifname in (IF_BC, IF_C):
-            run("ip", "-n", NS_B if ifname == IF_BC else NS_C, "link", "set", ifname,
-                "mtu", "1280")
-        capture = in_ns(NS_A, "sniff", IF_A, "25")
-        run("ip", "-n", NS_B, "addr", "add", "fd00:6::2/64", "dev", IF_BA, "nodad")
-        run("ip", "-n", NS_B, "addr", "add", "fd00:7::2/64", "dev", IF_BC, "nodad")
-        run("ip", "-n", NS_C, "addr", "add", "fd00:7::3/64", "dev", IF_C, "nodad")
-        for ns, ifname in ((NS_B, IF_BA), (NS_B, IF_BC), (NS_C, IF_C)):
-            run("ip", "-n", ns, "link", "set", ifname, "up")
-        run("ip", "-n", NS_C, "-6", "route", "add", "default", "via", "fd00:7::2")
-        time.sleep(2.5)
-        run("ip", "-n", NS_A, "link", "set", IF_A, "up")
-        run("ip", "-n", NS_A, "addr", "add", "fd00:6::1/64", "dev", IF_A)
-        time.sleep(4)
-        conf = os.path.join(workdir, "radvd.conf")
-        with open(conf, "w") as f:
-            f.write(RADVD_CONF)
-        radvd = in_ns(NS_B, "radvd", "-n", "-C", conf, "-p", os.path.join(workdir, "pid"),
-                      "-m", "stderr", script=False)
-        time.sleep(4)
-        radvd.terminate()
-        radvd.wait()
-        radvd = None
-        time.sleep(1)
-        ns_run(NS_A, "ping", "-6", "-c", "1", "-s", "16", "-p", "6c77737461636b",
-               "fd00:6::2")
-        ns_run(NS_A, "sh", "-c", "printf 'lwstack udp6 vector' | "
-               "python3 -c \"import socket,sys; s=socket.socket(socket.AF_INET6, "
-               "socket.SOCK_DGRAM); s.sendto(sys.stdin.buffer.read(), ('fd00:6::2', 9)); "
-               "s.sendto(bytes(i & 0xFF for i in range(3000)), ('fd00:6::2', 9))\"")
-        time.sleep(1.2)
-        in_ns(NS_A, "inject").wait()
-        ns_run(NS_A, "ip", "-6", "route", "add", "fd00:7::/64", "via", "fd00:6::2")
-        ns_run(NS_A, "ping", "-6", "-c", "1", "-W", "1", "-s", "1400", "-M", "do",
-               "fd00:7::3")
-        ns_run(NS_A, "ping", "-6", "-c", "1", "-W", "1", "-t", "1", "-s", "16",
-               "fd00:7::3")
-        print(capture.communicate()[0], end="")
+        with Namespaces(NS_A, NS_B, NS_C):
+            add_veth(NS_A, IF_A, NS_B, IF_BA, MAC_A, MAC_B)
+            add_veth(NS_B, IF_BC, NS_C, IF_C, MAC_BC, MAC_C)
+            for ns, ifname in ((NS_A, IF_A), (NS_B, IF_BA), (NS_B, IF_BC), (NS_C, IF_C)):
+                offloads_off(ns, ifname)
+            ns_run(NS_B, "sysctl", "-w", "net.ipv6.conf.all.forwarding=1")
+            for ifname in (IF_BC, IF_C):
+                run("ip", "-n", NS_B if ifname == IF_BC else NS_C, "link", "set", ifname,
+                    "mtu", "1280")
+            capture = Sniffer(NS_A, IF_A, 25, keep=is_ipv6)
+            run("ip", "-n", NS_B, "addr", "add", "fd00:6::2/64", "dev", IF_BA, "nodad")
+            run("ip", "-n", NS_B, "addr", "add", "fd00:7::2/64", "dev", IF_BC, "nodad")
+            run("ip", "-n", NS_C, "addr", "add", "fd00:7::3/64", "dev", IF_C, "nodad")
+            for ns, ifname in ((NS_B, IF_BA), (NS_B, IF_BC), (NS_C, IF_C)):
+                run("ip", "-n", ns, "link", "set", ifname, "up")
+            run("ip", "-n", NS_C, "-6", "route", "add", "default", "via", "fd00:7::2")
+            time.sleep(2.5)
+            run("ip", "-n", NS_A, "link", "set", IF_A, "up")
+            run("ip", "-n", NS_A, "addr", "add", "fd00:6::1/64", "dev", IF_A)
+            time.sleep(4)
+            conf = os.path.join(workdir, "radvd.conf")
+            with open(conf, "w") as f:
+                f.write(RADVD_CONF)
+            radvd = subprocess.Popen(["ip", "netns", "exec", NS_B, "radvd", "-n", "-C", conf,
+                                      "-p", os.path.join(workdir, "pid"), "-m", "stderr"],
+                                     stdout=subprocess.PIPE, text=True)
+            time.sleep(4)
+            radvd.terminate()
+            radvd.wait()
+            radvd = None
+            time.sleep(1)
+            ns_run(NS_A, "ping", "-6", "-c", "1", "-s", "16", "-p", "6c77737461636b",
+                   "fd00:6::2")
+            ns_run(NS_A, "sh", "-c", "printf 'lwstack udp6 vector' | "
+                   "python3 -c \"import socket,sys; s=socket.socket(socket.AF_INET6, "
+                   "socket.SOCK_DGRAM); s.sendto(sys.stdin.buffer.read(), ('fd00:6::2', 9)); "
+                   "s.sendto(bytes(i & 0xFF for i in range(3000)), ('fd00:6::2', 9))\"")
+            time.sleep(1.2)
+            with packet_socket(NS_A, IF_A, 0x86DD) as sock:
+                inject(sock)
+            ns_run(NS_A, "ip", "-6", "route", "add", "fd00:7::/64", "via", "fd00:6::2")
+            ns_run(NS_A, "ping", "-6", "-c", "1", "-W", "1", "-s", "1400", "-M", "do",
+                   "fd00:7::3")
+            ns_run(NS_A, "ping", "-6", "-c", "1", "-W", "1", "-t", "1", "-s", "16",
+                   "fd00:7::3")
+            print(capture.hex_lines(), end="")
         querier()
     finally:
         if radvd is not None:
             radvd.terminate()
             radvd.wait()
-        for ns in (NS_A, NS_B, NS_C):
-            subprocess.run(["ip", "netns", "del", ns])
-        subprocess.run(["rm", "-rf", workdir])
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 1:
-        main()
-    elif sys.argv[1] == "offloads":
-        offloads_off(sys.argv[2])
-    elif sys.argv[1] == "sniff":
-        sniff(sys.argv[2], float(sys.argv[3]))
-    elif sys.argv[1] == "inject":
-        inject()
+    main()

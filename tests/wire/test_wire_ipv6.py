@@ -126,6 +126,13 @@ def walk(packet, **kwargs):
     return walk_extension_headers(packet, 40, h.next_header, h.total_len, **kwargs)
 
 
+def problem(packet):
+    """The (code, pointer) of the ParameterProblem that walking ``packet`` must raise."""
+    with pytest.raises(ParameterProblem) as info:
+        walk(packet)
+    return info.value.code, info.value.pointer
+
+
 def packet_with(headers, next_header, payload=b"", dst=B):
     """An IPv6 packet whose first header is ``next_header`` followed by ``headers`` bytes."""
     return build_ipv6(A, dst, next_header, headers + payload)
@@ -247,18 +254,14 @@ def test_routing_header_with_segments_left():
     # RFC 8200 section 4.4: unrecognized type (a host processes none) with segments left:
     # code 0 pointing at the Routing Type field.
     routing = bytes((NH_UDP, 2, 0, 1)) + bytes(4) + bytes(16)
-    with pytest.raises(ParameterProblem) as info:
-        walk(packet_with(routing, NH_ROUTING))
-    assert (info.value.code, info.value.pointer) == (0, 42)
+    assert problem(packet_with(routing, NH_ROUTING)) == (0, 42)
     assert walk(packet_with(bytes((NH_UDP, 2, 0, 0)) + bytes(20), NH_ROUTING)).offset == 64
 
 
 def test_fragment_length_not_a_multiple_of_8():
     # RFC 8200 section 4.5: code 0, pointer to the Payload Length field.
     frag = build_fragment_header(NH_UDP, 8, True, 1)
-    with pytest.raises(ParameterProblem) as info:
-        walk(packet_with(frag, NH_FRAGMENT, bytes(12)))
-    assert (info.value.code, info.value.pointer) == (0, 4)
+    assert problem(packet_with(frag, NH_FRAGMENT, bytes(12))) == (0, 4)
     assert walk(packet_with(frag, NH_FRAGMENT, bytes(16))).fragment.offset == 8
     # The last fragment may have any length.
     last = build_fragment_header(NH_UDP, 8, False, 1)
@@ -268,9 +271,7 @@ def test_fragment_length_not_a_multiple_of_8():
 def test_fragment_beyond_65535():
     # RFC 8200 section 4.5: code 0, pointer to the Fragment Offset field.
     frag = build_fragment_header(NH_UDP, 65528, False, 1)
-    with pytest.raises(ParameterProblem) as info:
-        walk(packet_with(frag, NH_FRAGMENT, bytes(8)))
-    assert (info.value.code, info.value.pointer) == (0, 42)
+    assert problem(packet_with(frag, NH_FRAGMENT, bytes(8))) == (0, 42)
     assert walk(packet_with(frag, NH_FRAGMENT, bytes(7))).fragment.offset == 65528
 
 
@@ -278,9 +279,7 @@ def test_first_fragment_without_the_whole_header_chain():
     # RFC 8200 section 4.5 / RFC 7112: code 3, pointer 0.
     frag = build_fragment_header(NH_DSTOPTS, 0, True, 1)
     cut_options = bytes((NH_UDP, 1)) + bytes(6)          # says 16 bytes, 8 present
-    with pytest.raises(ParameterProblem) as info:
-        walk(packet_with(frag, NH_FRAGMENT, cut_options))
-    assert (info.value.code, info.value.pointer) == (3, 0)
+    assert problem(packet_with(frag, NH_FRAGMENT, cut_options)) == (3, 0)
     whole = options_header(NH_UDP, [])
     chain = walk(packet_with(frag, NH_FRAGMENT, whole + bytes(8)))
     assert (chain.protocol, chain.offset) == (NH_DSTOPTS, 48)

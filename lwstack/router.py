@@ -1,0 +1,242 @@
+"""``lwstack.router.Router``: a stack that hands out network configuration to its LAN.
+
+It is what ``lwrouter`` runs, and what tests and programs can start in-process: a
+:class:`lwstack.Stack` with static addresses and, as host services (no sockets, no threads
+of its own),
+
+- a DHCPv4 server (:mod:`lwstack.proto.dhcp4_server`) for a pool inside one of the stack's
+  IPv4 subnets, giving out the router as gateway (``gateway=`` to name another) and as name
+  server when the DNS server runs (else the ``dns_forward`` servers), the ``domain``, the
+  lease time;
+- a DNS server (:mod:`lwstack.proto.dns_server`) on UDP and TCP port 53 answering for the
+  router's own name (``fqdn=`` of its configuration, else ``router``), for ``host_records``
+  and for every DHCP client that sent a name (host name option or FQDN, RFC 4702) while its
+  lease runs, as ``NAME`` and ``NAME.DOMAIN``, with PTR records back; authoritative for
+  ``domain`` (unknown names there are NXDOMAIN); anything else is forwarded to
+  ``dns_forward`` (REFUSED without them).
+
+IPv6 (``ra=``: router advertisements, ``dhcp6=``: a DHCPv6 server) is not wired into the
+stack yet: asking for it raises ``ValueError`` ("not supported yet") before anything starts;
+:meth:`_start_ra` and :meth:`_start_dhcp6` are where it goes.
+
+The router does not forward packets between networks: the gateway it announces is the
+address clients use for everything off their subnet, as a DHCP server on a LAN's router would.
+"""
+import ipaddress
+import random
+
+from lwstack.iface.autoconf import Dhcp4ServerService
+from lwstack.iface.names import DnsServerService
+from lwstack.proto.dhcp4_server import Dhcp4Server
+from lwstack.proto.dns_server import DnsServer
+from lwstack.stack import Stack
+from lwstack.wire.dns import reverse_name
+from lwstack.wire.ipv4 import addr_to_int, addr_to_str, prefix_mask
+
+DEFAULT_LEASE_TIME = 3600
+DEFAULT_NAME = "router"
+
+
+def parse_range(text):
+    """``"10.0.0.100-10.0.0.200"`` -> ``(start, end)`` as 4-byte addresses; ValueError."""
+    start, sep, end = text.partition("-")
+    try:
+        first = ipaddress.IPv4Address(start.strip())
+        last = ipaddress.IPv4Address(end.strip()) if sep else None
+    except ValueError:
+        raise ValueError(f"{text}: a DHCP range is FIRST-LAST, e.g. 10.0.0.100-10.0.0.200") \
+            from None
+    if last is None:
+        raise ValueError(f"{text}: a DHCP range is FIRST-LAST, e.g. 10.0.0.100-10.0.0.200")
+    if int(first) > int(last):
+        raise ValueError(f"{text}: the range's first address is after its last")
+    return first.packed, last.packed
+
+
+def _addr(text):
+    return ipaddress.ip_address(text).packed if isinstance(text, str) else bytes(text)
+
+
+class Router:
+    """A :class:`lwstack.Stack` on ``network`` with ``config`` (static addresses) serving DHCP
+    and DNS to its LAN (see the module notes).
+
+    ``dhcp``: the pool, ``"FIRST-LAST"`` or ``(first, last)`` (None: no DHCP server).
+    ``dns``: run the DNS server.  ``domain``: the LAN's domain (DHCP option 15, the DNS zone).
+    ``dns_forward``: upstream name servers (text or bytes, optionally ``(addr, port)``).
+    ``host_records``: ``[(name, address)]`` static names.  ``gateway``: the default gateway
+    handed out (default: the router's address in the pool's subnet).  ``lease_time`` in
+    seconds.  ``log(line)``: called for each DHCP message and, with ``log_queries``, each
+    DNS query (from the stack's reactor: keep it quick).  Other keyword arguments go to
+    :class:`lwstack.Stack` (``rng``, ``description``, impairments ...).
+    """
+
+    def __init__(self, network, config, *, dhcp=None, dns=False, domain=None, dns_forward=(),
+                 host_records=(), gateway=None, lease_time=DEFAULT_LEASE_TIME, ra=None,
+                 dhcp6=None, log=None, log_queries=False, **stack_options):
+        if ra is not None:
+            self._start_ra(ra)
+        if dhcp6 is not None:
+            self._start_dhcp6(dhcp6)
+        if dhcp is None and not dns:
+            raise ValueError("nothing to serve: give a DHCP range and/or the DNS server")
+        pool = parse_range(dhcp) if isinstance(dhcp, str) else dhcp
+        self.domain = domain.strip(".").lower() if domain else None
+        self.log = log
+        self.dns_forward = list(dns_forward)
+        self.dhcp_server = None
+        self.dns_server = None
+        self._client_names = {}             # address -> names registered for a lease
+        stack_options.setdefault("description", f"lwrouter {config}")
+        from lwstack.sim import VirtualNetwork
+        self._virtual = isinstance(network, VirtualNetwork)
+        self.stack = stack = Stack(network, config, **stack_options)
+        try:
+            if not stack.host.interfaces:
+                raise ValueError("the router needs a static IPv4 address (ip=ADDR/PREFIX)")
+            self.name = (stack.fqdn or DEFAULT_NAME).split(".")[0]
+            with stack.driver.lock:
+                now = stack.driver.now()
+                if dns:
+                    self._start_dns(now, host_records, log_queries)
+                if pool is not None:
+                    self._start_dhcp(now, pool, dns, gateway, lease_time)
+                stack.driver.after_call()
+        except BaseException:
+            stack.close()
+            raise
+
+    # -- IPv6 (after the IPv6 branch lands) -------------------------------------------------------
+
+    def _start_ra(self, prefix):
+        raise ValueError(f"--ra {prefix}: router advertisements are not supported yet "
+                         "(they need IPv6 in the stack)")
+
+    def _start_dhcp6(self, spec):
+        raise ValueError(f"--dhcp6 {spec}: a DHCPv6 server is not supported yet "
+                         "(it needs IPv6 in the stack)")
+
+    # -- IPv4 services ------------------------------------------------------------------------
+
+    def _interface_for(self, addr):
+        value = addr_to_int(addr)
+        for interface in self.stack.host.interfaces:
+            if value & prefix_mask(interface.prefix_len) == interface.network:
+                return interface
+        raise ValueError(f"{addr_to_str(addr)} is not in a subnet of the router "
+                         f"({', '.join(self.stack.addresses)})")
+
+    def _start_dhcp(self, now, pool, dns, gateway, lease_time):
+        first, last = _addr(pool[0]), _addr(pool[1])
+        interface = self._interface_for(first)
+        self._interface_for(last)
+        gateway = _addr(gateway) if gateway is not None else interface.address
+        if dns:
+            name_servers = [interface.address]
+        else:
+            name_servers = [_addr(s[0] if isinstance(s, tuple) else s) for s in self.dns_forward]
+            name_servers = [s for s in name_servers if len(s) == 4]
+        server = Dhcp4Server(interface.address, interface.prefix_len, first, last,
+                             routers=(gateway,), dns=tuple(name_servers), domain=self.domain,
+                             lease_time=lease_time)
+        self.dhcp_server = Dhcp4ServerService(
+            server, on_log=self.log,
+            on_leases_change=self._leases_changed if dns else None)
+        self.stack.host.add_service(self.dhcp_server, now)
+
+    def _start_dns(self, now, host_records, log_queries):
+        host = self.stack.host
+        # Forwarded query ids and ports must be unpredictable (RFC 5452): the system's
+        # randomness, except on a virtual network (reproducible runs).
+        rng = random.Random(host.rng.getrandbits(64)) if self._virtual else None
+        server = DnsServer(upstreams=self.dns_forward, rng=rng)
+        if self.domain:
+            server.add_zone(self.domain)
+        addresses = [i.address for i in host.interfaces]
+        for name in self._names(self.name):
+            server.add_host(name, addresses, ptr=False)
+        for address in addresses:
+            server.add_ptr(address, self._names(self.name)[-1])
+        for name, address in host_records:
+            for full in self._names(name):
+                server.add_host(full, [_addr(address)], ptr=False)
+            server.add_ptr(_addr(address), self._names(name)[-1])
+        self.dns_server = DnsServerService(host, server, now,
+                                           on_log=self.log if log_queries else None)
+        host.add_service(self.dns_server, now)
+
+    def _names(self, name):
+        """The names a host is known by: ``name`` and, with a domain, ``name.domain`` (the
+        last is the canonical one, which PTR records give).  A client's FQDN in another
+        domain is taken by its first label, as dnsmasq does."""
+        name = name.strip(".").lower()
+        if not self.domain:
+            return [name]
+        short = name.split(".")[0]
+        return [short, f"{short}.{self.domain}"]
+
+    def _leases_changed(self, named):
+        """Keep the DNS records of DHCP clients in step with their leases."""
+        server = self.dns_server.server
+        for address, names in list(self._client_names.items()):
+            if named.get(address) is None or self._names(named[address]) != names:
+                for name in names:
+                    server.remove(name)
+                server.remove(reverse_name(address))
+                del self._client_names[address]
+        for address, hostname in named.items():
+            if address in self._client_names:
+                continue
+            try:
+                names = self._names(hostname)
+                for name in names:
+                    if server.remove(name):     # a name can belong to one lease at a time
+                        self._forget_name(name)
+                    server.add_host(name, [address], ptr=False)
+                server.add_ptr(address, names[-1])
+            except ValueError:
+                continue                        # not a usable DNS name
+            self._client_names[address] = names
+            if self.log is not None:
+                self.log(f"DNS {names[-1]} -> {addr_to_str(address)}")
+
+    def _forget_name(self, name):
+        for address, names in list(self._client_names.items()):
+            if name in names:
+                del self._client_names[address]
+                self.dns_server.server.remove(reverse_name(address))
+
+    # -- use ----------------------------------------------------------------------------------
+
+    def leases(self):
+        """The DHCP leases in force: ``[(address, MAC, name or None, expires)]``."""
+        if self.dhcp_server is None:
+            return []
+        with self.stack.driver.lock:
+            return self.dhcp_server.leases(self.stack.driver.now())
+
+    def describe(self):
+        """One line saying what this router serves."""
+        parts = [f"{', '.join(self.stack.addresses)} ({self.stack.mac})"]
+        if self.dhcp_server is not None:
+            server = self.dhcp_server.server
+            parts.append(f"DHCP {addr_to_str(server._first.to_bytes(4, 'big'))}-"
+                         f"{addr_to_str(server._last.to_bytes(4, 'big'))} lease "
+                         f"{server.lease_time} s, gateway {addr_to_str(server.routers[0])}")
+        if self.dns_server is not None:
+            forward = ", ".join(addr_to_str(a) if len(a) == 4 else str(ipaddress.ip_address(a))
+                                for a, _ in self.dns_server.server.upstreams)
+            parts.append(f"DNS as {self._names(self.name)[-1]}"
+                         + (f", domain {self.domain}" if self.domain else "")
+                         + (f", forwarding to {forward}" if forward else ""))
+        return "; ".join(parts)
+
+    def close(self):
+        """Stop serving and close the stack."""
+        self.stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
