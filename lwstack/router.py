@@ -15,9 +15,15 @@ of its own),
   ``domain`` (unknown names there are NXDOMAIN); anything else is forwarded to
   ``dns_forward`` (REFUSED without them).
 
-IPv6 (``ra=``: router advertisements, ``dhcp6=``: a DHCPv6 server) is not wired into the
-stack yet: asking for it raises ``ValueError`` ("not supported yet") before anything starts;
-:meth:`_start_ra` and :meth:`_start_dhcp6` are where it goes.
+and for IPv6 (the host's router side, :meth:`lwstack.iface.host.Host.start_router`):
+
+- router advertisements (``ra="fd00::/64"``, :mod:`lwstack.proto.ra_server`) for the prefix,
+  on-link and, for a /64, autonomous (hosts form SLAAC addresses from it), with the router's
+  IPv6 address in the prefix as RDNSS when the DNS server runs and ``domain`` as DNSSL; the
+  M and O flags are set when the DHCPv6 server runs;
+- a DHCPv6 server (``dhcp6="FIRST-LAST"`` or ``"hash"``, :mod:`lwstack.proto.dhcp6_server`):
+  IA_NA leases from the range, or the iothaddr hash address of each client's FQDN in the
+  prefix (namedhcp-style), the router as name server and ``domain`` as search list.
 
 The router does not forward packets between networks: the gateway it announces is the
 address clients use for everything off their subnet, as a DHCP server on a LAN's router would.
@@ -26,6 +32,10 @@ import ipaddress
 import random
 
 from lwstack.iface.autoconf import Dhcp4ServerService
+from lwstack.proto.dhcp6_server import Dhcp6Server
+from lwstack.proto.ra_server import RaPrefix, RaServer, RouterConfig
+from lwstack.wire.dhcp6 import duid_ll
+from lwstack.wire.ipv6 import addr6_to_str, in_prefix, parse_prefix6, prefix_bytes
 from lwstack.iface.names import DnsServerService
 from lwstack.proto.dhcp4_server import Dhcp4Server
 from lwstack.proto.dns_server import DnsServer
@@ -53,6 +63,32 @@ def parse_range(text):
     return first.packed, last.packed
 
 
+def parse_prefix(text):
+    """``"fd00::/64"`` -> ``(16-byte prefix, length)``; ValueError naming the text."""
+    try:
+        prefix, length = parse_prefix6(text.strip())
+    except ValueError:
+        raise ValueError(f"{text}: an IPv6 prefix is ADDR/LEN, e.g. fd00::/64") from None
+    return prefix_bytes(prefix, length), length
+
+
+def parse_range6(text):
+    """``"fd00::100-fd00::1ff"`` -> ``(first, last)`` 16-byte addresses, or ``"hash"``."""
+    if text.strip() == "hash":
+        return "hash"
+    start, sep, end = text.partition("-")
+    try:
+        first = ipaddress.IPv6Address(start.strip())
+        last = ipaddress.IPv6Address(end.strip()) if sep else None
+    except ValueError:
+        last = first = None
+    if first is None or last is None:
+        raise ValueError(f"{text}: a DHCPv6 range is FIRST-LAST (fd00::100-fd00::1ff) or hash")
+    if int(first) > int(last):
+        raise ValueError(f"{text}: the range's first address is after its last")
+    return first.packed, last.packed
+
+
 def _addr(text):
     return ipaddress.ip_address(text).packed if isinstance(text, str) else bytes(text)
 
@@ -74,25 +110,26 @@ class Router:
     def __init__(self, network, config, *, dhcp=None, dns=False, domain=None, dns_forward=(),
                  host_records=(), gateway=None, lease_time=DEFAULT_LEASE_TIME, ra=None,
                  dhcp6=None, log=None, log_queries=False, **stack_options):
-        if ra is not None:
-            self._start_ra(ra)
-        if dhcp6 is not None:
-            self._start_dhcp6(dhcp6)
-        if dhcp is None and not dns:
-            raise ValueError("nothing to serve: give a DHCP range and/or the DNS server")
+        ra_prefix = parse_prefix(ra) if isinstance(ra, str) else ra
+        pool6 = parse_range6(dhcp6) if isinstance(dhcp6, str) else dhcp6
+        if dhcp is None and not dns and ra is None and dhcp6 is None:
+            raise ValueError("nothing to serve: give a DHCP range, the DNS server, "
+                             "router advertisements and/or a DHCPv6 range")
         pool = parse_range(dhcp) if isinstance(dhcp, str) else dhcp
         self.domain = domain.strip(".").lower() if domain else None
         self.log = log
         self.dns_forward = list(dns_forward)
         self.dhcp_server = None
         self.dns_server = None
+        self.ra_server = None
+        self.dhcp6_server = None
         self._client_names = {}             # address -> names registered for a lease
         stack_options.setdefault("description", f"lwrouter {config}")
         from lwstack.sim import VirtualNetwork
         self._virtual = isinstance(network, VirtualNetwork)
         self.stack = stack = Stack(network, config, **stack_options)
         try:
-            if not stack.host.interfaces:
+            if not stack.host.interfaces and (pool is not None or dns):
                 raise ValueError("the router needs a static IPv4 address (ip=ADDR/PREFIX)")
             self.name = (stack.fqdn or DEFAULT_NAME).split(".")[0]
             with stack.driver.lock:
@@ -101,20 +138,60 @@ class Router:
                     self._start_dns(now, host_records, log_queries)
                 if pool is not None:
                     self._start_dhcp(now, pool, dns, gateway, lease_time)
+                if pool6 is not None:
+                    self._start_dhcp6(now, pool6, ra_prefix, dns)
+                if ra_prefix is not None:
+                    self._start_ra(now, ra_prefix, pool6 is not None, dns)
                 stack.driver.after_call()
         except BaseException:
             stack.close()
             raise
 
-    # -- IPv6 (after the IPv6 branch lands) -------------------------------------------------------
+    # -- IPv6 ---------------------------------------------------------------------------------
 
-    def _start_ra(self, prefix):
-        raise ValueError(f"--ra {prefix}: router advertisements are not supported yet "
-                         "(they need IPv6 in the stack)")
+    def _address6_in(self, prefix, length):
+        """The router's static IPv6 address inside ``prefix/length``, or None."""
+        for interface in self.stack.config.addresses6:
+            if in_prefix(interface.address, prefix, length):
+                return interface.address
+        return None
 
-    def _start_dhcp6(self, spec):
-        raise ValueError(f"--dhcp6 {spec}: a DHCPv6 server is not supported yet "
-                         "(it needs IPv6 in the stack)")
+    def _rng(self):
+        host = self.stack.host
+        return random.Random(host.rng.getrandbits(64)) if self._virtual else None
+
+    def _start_ra(self, now, prefix, dhcp6, dns):
+        network, length = prefix
+        own = self._address6_in(network, length)
+        if dns and own is None:
+            raise ValueError(f"--ra {addr6_to_str(network)}/{length} with --dns: give the "
+                             "router an address in the prefix (ip=...) to announce as DNS")
+        config = RouterConfig(prefixes=[RaPrefix(network, length, autonomous=length == 64)],
+                              managed=dhcp6, other=dhcp6,
+                              dns_servers=[own] if dns else [],
+                              domains=[self.domain] if self.domain else [])
+        self.ra_server = RaServer(config, self._rng())
+        self.stack.host.start_router(self.ra_server, now)
+
+    def _start_dhcp6(self, now, pool, prefix, dns):
+        host = self.stack.host
+        if prefix is None:
+            known = [(i.address, i.prefix_len) for i in self.stack.config.addresses6
+                     if i.prefix_len < 128]
+            prefix = (prefix_bytes(*known[0]), known[0][1]) if known else None
+        hash_base = None
+        if pool == "hash":
+            if prefix is None or prefix[1] != 64:
+                raise ValueError("--dhcp6 hash needs a /64 prefix (--ra or ip=ADDR/64)")
+            hash_base, pool = prefix[0], None
+        elif prefix is not None and not (in_prefix(pool[0], *prefix) and
+                                         in_prefix(pool[1], *prefix)):
+            raise ValueError("the DHCPv6 range is outside the router's IPv6 prefix")
+        own = self._address6_in(*prefix) if prefix is not None else None
+        server = Dhcp6Server(duid_ll(host.mac), pool=pool, hash_base=hash_base, prefix=prefix,
+                             dns_servers=[own] if dns and own is not None else [],
+                             domains=[self.domain] if self.domain else [])
+        self.dhcp6_server = host.start_dhcp6_server(server, now)
 
     # -- IPv4 services ------------------------------------------------------------------------
 
@@ -152,7 +229,8 @@ class Router:
         server = DnsServer(upstreams=self.dns_forward, rng=rng)
         if self.domain:
             server.add_zone(self.domain)
-        addresses = [i.address for i in host.interfaces]
+        addresses = [i.address for i in host.interfaces] + \
+            [i.address for i in self.stack.config.addresses6]
         for name in self._names(self.name):
             server.add_host(name, addresses, ptr=False)
         for address in addresses:
@@ -223,6 +301,18 @@ class Router:
             parts.append(f"DHCP {addr_to_str(server._first.to_bytes(4, 'big'))}-"
                          f"{addr_to_str(server._last.to_bytes(4, 'big'))} lease "
                          f"{server.lease_time} s, gateway {addr_to_str(server.routers[0])}")
+        if self.ra_server is not None:
+            config = self.ra_server.config
+            flags = "".join(f for f, on in ((" M", config.managed), (" O", config.other)) if on)
+            parts.append("RA " + ", ".join(f"{addr6_to_str(p.prefix)}/{p.prefix_len}"
+                                           for p in config.prefixes) + flags)
+        if self.dhcp6_server is not None:
+            server = self.dhcp6_server.server
+            if server.pool is not None:
+                parts.append(f"DHCPv6 {addr6_to_str(server.pool[0])}-"
+                             f"{addr6_to_str(server.pool[1])}")
+            else:
+                parts.append(f"DHCPv6 hash addresses in {addr6_to_str(server.hash_base)}/64")
         if self.dns_server is not None:
             forward = ", ".join(addr_to_str(a) if len(a) == 4 else str(ipaddress.ip_address(a))
                                 for a, _ in self.dns_server.server.upstreams)

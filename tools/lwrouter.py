@@ -9,8 +9,10 @@ A DHCPv4 server for the range, and with ``--dns`` a DNS server on UDP and TCP po
 knows the router (``fqdn=`` of --conf, else "router"), the ``--host-record`` names and every
 DHCP client that sent a name, and forwards other names to the ``--dns-forward`` servers.
 It prints what it hands out, a line per DHCP message like dnsmasq's log, and runs until
-interrupted (Ctrl-C or SIGTERM).  ``--ra`` and ``--dhcp6`` need IPv6 in the stack, which is
-not there yet: they fail with a one-line error.
+interrupted (Ctrl-C or SIGTERM).  ``--ra`` sends IPv6 router advertisements for a prefix
+(SLAAC for a /64; the router's address in it as DNS with ``--dns``) and ``--dhcp6`` runs a
+DHCPv6 server (a range, or ``hash``: each client's FQDN hashed into the prefix), which sets
+the advertisements' M and O flags.
 """
 import queue
 import sys
@@ -43,9 +45,10 @@ def main(argv=None):
                         help="a static DNS name (repeatable)")
     parser.add_argument("--log-queries", action="store_true", help="print every DNS query")
     parser.add_argument("--ra", metavar="PREFIX",
-                        help="send IPv6 router advertisements for PREFIX (not supported yet)")
+                        help="send IPv6 router advertisements for PREFIX, e.g. fd00::/64")
     parser.add_argument("--dhcp6", metavar="FIRST-LAST|hash",
-                        help="a DHCPv6 server (not supported yet)")
+                        help="a DHCPv6 server for this range, or hash addresses of the "
+                        "clients' names")
     args = parser.parse_args(argv)
     if args.dhcp is None and not args.dns and args.ra is None and args.dhcp6 is None:
         parser.error("nothing to serve: give --dhcp, --dns, --ra or --dhcp6")
