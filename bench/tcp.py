@@ -29,6 +29,8 @@ interleaved round by round so that every path sees the same machine noise.  Path
 - kernel -> kernel: two namespaces, two taps on the same switch, ``lwperf --net kernel`` on
   both sides: the ceiling of this path for C stacks (the taps and vde_plug2tap included;
   lwperf is Python and hashes every byte, so this ceiling is "the kernel under lwperf");
+- lwstack -> lwstack over IPv6 (fd00:91::/64, MSS 1440 instead of 1460) through lwswitch:
+  the same two ``lwperf`` processes with IPv6 addresses (the server ``-6``, dual-stack);
 - lwstack -> lwstack with MTU 9000 through lwswitch (it forwards frames up to 9234 bytes).
   There is no jumbo row for the others: measured with ping, vde_switch 2.3.2 forwards no
   frame over 1518 bytes, and two kernels whose taps vde2's vde_plug2tap plugs into lwswitch
@@ -77,6 +79,8 @@ LW_CLIENT = (f"{SUBNET}.2", "02:6c:77:5b:00:02")
 LW_ACCEPT = (f"{SUBNET}.3", "02:6c:77:5b:00:03")
 LW_JUMBO_SERVER = (f"{SUBNET}.31", "02:6c:77:5b:00:31")
 LW_JUMBO_CLIENT = (f"{SUBNET}.32", "02:6c:77:5b:00:32")
+LW6_SERVER = ("fd00:91::1", "02:6c:77:5b:00:61")
+LW6_CLIENT = ("fd00:91::2", "02:6c:77:5b:00:62")
 KERNEL_A = f"{SUBNET}.11"
 KERNEL_B = f"{SUBNET}.12"
 KERNEL_CONN = f"{SUBNET}.13"
@@ -99,6 +103,7 @@ PATHS = (
     ("lw-k", "lwstack -> kernel (tap)", "lwstack", "kernel", 1500, SWITCHES),
     ("lwip", "LWIPv6 -> LWIPv6", "lwip", "lwip", 1500, SWITCHES),
     ("k-k", "kernel -> kernel (two taps: the C ceiling)", "kernel", "kernel", 1500, SWITCHES),
+    ("lw-lw-6", "lwstack -> lwstack over IPv6", "lwstack", "lwstack", 1500, ("lwswitch",)),
     ("lw-lw-jumbo", f"lwstack -> lwstack, MTU {JUMBO_MTU}", "lwstack", "lwstack", JUMBO_MTU,
      ("lwswitch",)),
 )
@@ -248,8 +253,11 @@ class Runner:
             return ["ip", "netns", "exec", where, sys.executable, "-m", "lwperf", "--net",
                     "kernel"]
         address, mac = where
-        conf = f"ip={address}/24,mac={mac}" + (f",mtu={mtu}" if mtu != 1500 else "")
-        return [self.python, "-m", "lwperf", "--net", f"vde://{switch_dir}", "--conf", conf]
+        v6 = ":" in address
+        conf = f"ip={address}/{64 if v6 else 24},mac={mac}" + \
+            (f",mtu={mtu}" if mtu != 1500 else "")
+        return [self.python, "-m", "lwperf", "--net", f"vde://{switch_dir}", "--conf", conf] \
+            + (["-6"] if v6 else [])
 
     def lwperf(self, switch_dir, sender, receiver, mtu=1500):
         """sender/receiver: (kind, where, address); the receiver runs ``lwperf -s --once``."""
@@ -472,6 +480,8 @@ def _ends(key, kernel_ns):
         "k-lw": lambda: (kernel_a, lw_server),
         "lw-k": lambda: (lw_client, kernel_a),
         "k-k": lambda: (kernel_a, kernel_b),
+        "lw-lw-6": lambda: (("lwstack", LW6_CLIENT, LW6_CLIENT[0]),
+                            ("lwstack", LW6_SERVER, LW6_SERVER[0])),
         "lw-lw-jumbo": lambda: (("lwstack", LW_JUMBO_CLIENT, LW_JUMBO_CLIENT[0]),
                                 ("lwstack", LW_JUMBO_SERVER, LW_JUMBO_SERVER[0])),
     }[key]()
@@ -655,6 +665,10 @@ def report(state):
                 lines.append(f"  - over {name}: n/a (no successful run)")
     jumbo = _median(state, "lwswitch", "lw-lw-jumbo")
     plain = _median(state, "lwswitch", "lw-lw")
+    ipv6 = _median(state, "lwswitch", "lw-lw-6")
+    if ipv6 and plain:
+        lines.append(f"- (no target) IPv6 over IPv4, lwstack -> lwstack via lwswitch: "
+                     f"{ipv6 / plain:.2f}")
     if jumbo and plain:
         lines.append(f"- (no target) MTU {JUMBO_MTU} over MTU 1500, lwstack -> lwstack via "
                      f"lwswitch: {jumbo / plain:.2f}")

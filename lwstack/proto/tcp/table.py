@@ -212,9 +212,10 @@ class TcpTable:
         if addr[0] == 0xFF if len(addr) == 16 else 224 <= addr[0] < 240:
             raise _fail(errno.ENETUNREACH)      # Linux: TCP has no multicast (tcp_v6_connect)
         local = conn.local_addr
-        if len(local) != len(addr) and local != ANY6:
+        if len(local) != len(addr) and local != ANY6 and local != ANY:
             # Linux: an IPv6 socket bound to an IPv6 address cannot reach an IPv4-mapped one,
-            # and one bound to an IPv4-mapped address has no IPv6 to speak.
+            # and one bound to an IPv4-mapped address has no IPv6 to speak.  (A wildcard is
+            # either family's: the socket layer keeps AF_INET sockets to IPv4.)
             raise _fail(errno.ENETUNREACH if len(local) == 16 else errno.EAFNOSUPPORT)
         if len(addr) == 4 and local == ANY6 and conn.v6only:
             raise _fail(errno.ENETUNREACH)
