@@ -13,6 +13,7 @@ import socket as stdsocket
 
 import pytest
 
+from lwstack import socket as lwsocket
 from lwstack.sim import VirtualNetwork
 
 AF_INET, AF_INET6, SOCK_STREAM = stdsocket.AF_INET, stdsocket.AF_INET6, stdsocket.SOCK_STREAM
@@ -85,6 +86,16 @@ class KernelWorld6(World6):
     def _new(self, side, family):
         return stdsocket.socket(family, SOCK_STREAM)
 
+    def create_server(self, address, **kwargs):
+        sock = stdsocket.create_server(address, **kwargs)
+        self.opened.append(sock)
+        return sock
+
+    def create_connection(self, address, timeout):
+        sock = stdsocket.create_connection(address, timeout)
+        self.opened.append(sock)
+        return sock
+
 
 class LwWorld6(World6):
     name = "lwstack"
@@ -101,6 +112,16 @@ class LwWorld6(World6):
     def _new(self, side, family):
         stack = self.client if side == "client" else self.server
         return stack.socket(family, SOCK_STREAM)
+
+    def create_server(self, address, **kwargs):
+        sock = lwsocket.create_server(address, stack=self.server, **kwargs)
+        self.opened.append(sock)
+        return sock
+
+    def create_connection(self, address, timeout):
+        sock = lwsocket.create_connection(address, timeout, stack=self.client)
+        self.opened.append(sock)
+        return sock
 
 
 @pytest.fixture(params=["kernel", "lwstack"])
@@ -186,6 +207,25 @@ def test_connect_to_multicast_or_unscoped_link_local(world):
     assert outcome(world.socket().connect, ("fe80::1", 80)) == error(OSError, errno.EINVAL)
     assert outcome(world.socket(AF_INET).connect, ("224.0.0.1", 80)) == \
         error(OSError, errno.ENETUNREACH)
+
+
+def test_create_server_and_create_connection_over_ipv6(world):
+    server = world.create_server(("", 0), family=AF_INET6, dualstack_ipv6=True)
+    port = server.getsockname()[1]
+    assert server.getsockopt(IPPROTO_IPV6, IPV6_V6ONLY) == 0
+    assert server.getsockopt(SOL_SOCKET, SO_REUSEADDR) == 1
+    server.settimeout(5)
+    for host in (world.server6, world.server4):
+        client = world.create_connection((host, port), 5)
+        accepted, peer = server.accept()
+        want = world.client6 if ":" in host else mapped(world.client4)
+        assert peer[0] == want
+        assert client.getpeername()[:2] == (host, port)
+        assert client.family == (AF_INET6 if ":" in host else AF_INET)
+    only6 = world.create_server(("", 0), family=AF_INET6)
+    assert only6.getsockopt(IPPROTO_IPV6, IPV6_V6ONLY) == 1
+    assert outcome(world.create_connection, (world.server4, only6.getsockname()[1]), 5) == \
+        error(ConnectionRefusedError, errno.ECONNREFUSED)
 
 
 # -- dual stack ----------------------------------------------------------------------------------
