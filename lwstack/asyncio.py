@@ -62,9 +62,9 @@ Design note.
   ``loop.getaddrinfo`` does, in the loop's default executor: that lookup blocks a worker
   thread on the stack's condition while the loop goes on driving the stack.
 - Coupling: the facade has no public accessor for a socket's endpoint yet, so the transports
-  read ``sock._conn`` / ``sock._listener`` / ``sock._endpoint`` (in :func:`_endpoint_of`);
-  and :class:`AsyncioStack` reaches ``Stack.__init__``'s driver through its
-  virtual-network path (:class:`_LoopNetwork`), for want of a driver argument.
+  read ``sock._conn`` / ``sock._listener`` / ``sock._endpoint`` (in :func:`_endpoint_of`).
+  :class:`AsyncioStack` is a :class:`lwstack.Stack` built with ``driver_factory``: the
+  stack makes the phy as always and the factory wraps it in an :class:`AsyncioDriver`.
 
 Not here yet: TLS (``ssl=``), IPv6 (the facade's sockets are AF_INET so far).
 """
@@ -75,7 +75,6 @@ import functools
 import logging
 import math
 import os
-import random
 import socket as _stdlib
 import struct
 import threading
@@ -510,22 +509,13 @@ class AsyncioDriver(DriverBase):
 
 # ---------------------------------------------------------------------------------- stack
 
-def _make_phy(network, description, timeout, port_options, clock):
-    """The phy for ``network`` (a locator, a MemorySwitch or one of its ports), as
-    :class:`lwstack.Stack` builds it, with :class:`LoopMemoryPhy` for in-memory switches."""
-    from vde.memory import MemoryPort, MemorySwitch
-    if isinstance(network, MemorySwitch):
-        network = network.plug(description=description, **port_options)
-    elif port_options:
-        raise TypeError("impairment options apply to in-memory switches only: "
-                        + ", ".join(sorted(port_options)))
-    if isinstance(network, MemoryPort):
-        return LoopMemoryPhy(network, clock)
-    if network is None or isinstance(network, str):
-        from lwstack.phy.vdeplug import PlugPhy
-        return PlugPhy(network or "", description=description, timeout=timeout)
-    raise TypeError("network must be a locator string, a MemorySwitch or a MemoryPort, "
-                    f"not {type(network).__name__}")
+def _loop_phy(phy, loop):
+    """The phy :class:`lwstack.Stack` made, fit for the loop: an in-memory port has no
+    descriptor, so it becomes a :class:`LoopMemoryPhy` (the port's listener wakes the loop)."""
+    from lwstack.phy.memory import MemoryPhy
+    if isinstance(phy, MemoryPhy):
+        return LoopMemoryPhy(phy.port, loop.time)
+    return phy
 
 
 def _numeric_host(host):
@@ -546,26 +536,6 @@ def _numeric_host(host):
         except OSError:
             pass
     return False
-
-
-class _LoopNetwork(VirtualNetwork):
-    """How :class:`AsyncioStack` gets :class:`lwstack.Stack`'s own construction with its own
-    driver: ``Stack.__init__`` takes the driver from a :class:`~lwstack.sim.VirtualNetwork`'s
-    :meth:`attach`, so this stand-in (not a virtual network: none of its state is built)
-    answers ``attach`` with an :class:`AsyncioDriver`.  A ``driver_factory`` argument of
-    ``Stack`` would make it unnecessary."""
-
-    def __init__(self, network, loop, timeout):  # noqa: super().__init__ is not wanted
-        self.network = network
-        self.loop = loop
-        self.timeout = timeout
-        #: Stack.__init__ seeds the host's random numbers from here.
-        self.rng = random.SystemRandom()
-
-    def attach(self, description="", **port_options):
-        """The driver of a new stack plugged into ``network``."""
-        phy = _make_phy(self.network, description, self.timeout, port_options, self.loop.time)
-        return AsyncioDriver(phy, self.loop)
 
 
 class AsyncioStack(Stack):
@@ -593,7 +563,8 @@ class AsyncioStack(Stack):
                 raise RuntimeError("AsyncioStack needs an event loop: build it inside a "
                                    "coroutine or pass loop=") from None
         self.loop = loop
-        super().__init__(_LoopNetwork(network, loop, timeout), config, **options)
+        super().__init__(network, config, timeout=timeout, **options,
+                         driver_factory=lambda phy: AsyncioDriver(_loop_phy(phy, loop), loop))
 
     # -- life --------------------------------------------------------------------------------
 

@@ -51,13 +51,15 @@ class Stack:
     :class:`lwstack.proto.dhcp4.ConflictDetection`).  ``hosts``: a
     :class:`~lwstack.proto.hosts.HostsTable` the resolver consults before DNS;
     ``resolver_options``: keyword arguments for :class:`lwstack.proto.dns.Resolver`
-    (``timeout``, ``attempts``, ``ndots``, ...).
+    (``timeout``, ``attempts``, ``ndots``, ...).  ``driver_factory(phy)`` makes what drives
+    the stack on a real-time network (default: :class:`~lwstack.runtime.ThreadedDriver`, a
+    reactor thread; :class:`lwstack.asyncio.AsyncioStack` passes its event-loop driver).
     Close the stack (or use it as a context manager) to release its switch port.
     """
 
     def __init__(self, network=None, config="", *, description=None, rng=None,
                  timeout=5.0, acd=VIRTUAL_LINK_ACD, hosts=None, resolver_options=None,
-                 **port_options):
+                 driver_factory=None, **port_options):
         from lwstack.sim import VirtualNetwork  # avoid importing the simulator eagerly
         from vde.memory import MemoryPort, MemorySwitch
 
@@ -82,7 +84,7 @@ class Stack:
             else:
                 raise TypeError("network must be a locator string, a MemorySwitch, a MemoryPort "
                                 f"or a VirtualNetwork, not {type(network).__name__}")
-            driver = ThreadedDriver(phy)
+            driver = ThreadedDriver(phy) if driver_factory is None else driver_factory(phy)
         self.driver = driver
         self.dhcp4 = None
         with driver.lock:

@@ -47,6 +47,7 @@ import errno as _errno
 import functools as _functools
 import socket as _stdlib
 import ssl as _ssl
+import sys as _sys
 import threading as _threading
 import time as _time
 
@@ -66,11 +67,13 @@ _MAX_BODY = 16384 + 2048
 _WRITE_CHUNK = 65536
 
 
-#: Operations whose socket errors _ssl.c reports as SSLEOFError: it calls SSL_read_ex and
-#: SSL_write_ex, which return 0 for any failure, and it maps "0 and no OpenSSL error" to EOF
-#: (a reset peer: ``recv`` gives ``b""`` with suppress_ragged_eofs).  The handshake and
-#: ``unwrap`` raise the socket's OSError (ConnectionResetError ...), as here.
-_EOF_ON_ERROR = frozenset(("read", "write"))
+#: Operations whose socket errors _ssl.c reports as SSLEOFError.  Python 3.10 to 3.12 read
+#: and write with SSL_read_ex/SSL_write_ex, which return 0 for any failure, and map "0 and
+#: no OpenSSL error" to EOF: a reset peer makes ``recv`` return ``b""`` (suppress_ragged_eofs)
+#: and ``send`` raise SSLEOFError.  Python 3.9 (SSL_read/SSL_write) and 3.13 (CPython
+#: gh-115627) raise the socket's OSError, as the handshake and ``unwrap`` always do.
+_EOF_ON_ERROR = frozenset(("read", "write")) if (3, 10) <= _sys.version_info[:2] < (3, 13) \
+    else frozenset()
 
 
 def _is_socket_timeout(exc):
@@ -297,7 +300,8 @@ class SSLSocket:
                 except OSError as exc:
                     if what not in _EOF_ON_ERROR or _is_socket_timeout(exc):
                         raise
-                    n = 0                # _ssl.c: a failed socket under SSL_read_ex is an EOF
+                    # _ssl.c: a failed socket under SSL_read_ex (the next read sees the EOF).
+                    raise _ragged_eof() from None
                 with self._lock:
                     if n:
                         self._incoming.write(view[:n])
@@ -504,7 +508,10 @@ class SSLSocket:
     def _chain(self, name):
         if self._sslobj is None:
             return []
-        chain = getattr(self._sslobj, name)()
+        method = getattr(self._sslobj, name, None)
+        if method is None:
+            raise NotImplementedError(f"{name}() needs Python 3.10 or later")
+        chain = method()
         return [cert.public_bytes(_ssl._ssl.ENCODING_DER) for cert in chain or ()]
 
     @property
