@@ -416,18 +416,27 @@ class AsyncioDriver(DriverBase):
                 host.poll(now)
             if host.outbox:
                 self.flush()              # answers leave before the protocols run
-            rounds = 0
-            while self._changed and rounds < MAX_DISPATCH_ROUNDS:
-                self._dispatch()
-                rounds += 1
-            if self._predicates:
-                self._check_predicates()
+            self._dispatch_rounds()
         finally:
             self._in_batch = False
+        self._end_batch()
+
+    def _dispatch_rounds(self):
+        """Call the watchers of changed endpoints (a bounded number of rounds: a watcher may
+        change endpoints again) and settle the futures whose predicates now hold."""
+        rounds = 0
+        while self._changed and rounds < MAX_DISPATCH_ROUNDS:
+            self._dispatch()
+            rounds += 1
+        if self._predicates:
+            self._check_predicates()
+
+    def _end_batch(self):
+        """What is left for the next loop iteration, the output, and the timer."""
         if self._changed and not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             self.loop.call_soon(self._dispatch_later)
-        if host.outbox:
+        if self.host.outbox:
             self.flush()
         self._rearm()
 
@@ -456,19 +465,10 @@ class AsyncioDriver(DriverBase):
                 return
             self._in_batch = True
             try:
-                rounds = 0
-                while self._changed and rounds < MAX_DISPATCH_ROUNDS:
-                    self._dispatch()
-                    rounds += 1
-                if self._predicates:
-                    self._check_predicates()
+                self._dispatch_rounds()
             finally:
                 self._in_batch = False
-            if self._changed and not self._dispatch_scheduled:
-                self._dispatch_scheduled = True
-                self.loop.call_soon(self._dispatch_later)
-            self.flush()
-            self._rearm()
+            self._end_batch()
 
     def _check_predicates(self):
         for predicate, future in list(self._predicates):
