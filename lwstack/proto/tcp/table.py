@@ -312,7 +312,7 @@ class TcpTable:
                 return
             conn._link, conn._link_valid_until = link
         self.stats["segments_sent"] += 1
-        if conn._ip_ident < 0:             # IPv6 (see TcpConnection.register): no ident
+        if conn._ip_ident < 0:             # IPv6 (see register): no identification field
             self._emit_frame(build_tcp_frame6(conn._link, conn.local_port, conn.remote_port,
                                               seq, ack, flags, window, options, payload))
             return
