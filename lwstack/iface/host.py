@@ -163,7 +163,7 @@ class Host(Ipv6Host):
         self._probing = {}              # RFC 5227: address being probed -> its service
         self.tcp = TcpTable(self._send_tcp, self.route, self.is_local, self.rng, mtu=self.mtu,
                             link_header=self.link_header, emit_frame=self._emit_frame,
-                            **(tcp_options or {}))
+                            path_mtu=self.path_mtu, **(tcp_options or {}))
         for interface in config.addresses:
             self.add_address(interface, now)
         if config.gateway is not None:

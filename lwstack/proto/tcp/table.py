@@ -94,10 +94,7 @@ class TcpTable:
         self._route = route            # dst -> (source address, next hop); may raise OSError
         self._is_local = is_local
         #: Optional ``(dst, now) -> MTU`` of the path to ``dst`` (None: the interface MTU), for
-        #: the MSS of new connections and after a Packet Too Big.  By default the ``path_mtu``
-        #: method of the object whose ``route`` method we got, if it has one (lwstack's Host).
-        if path_mtu is None:
-            path_mtu = getattr(getattr(route, "__self__", None), "path_mtu", None)
+        #: the MSS of new connections and after a Packet Too Big (the host's path MTU cache).
         self.path_mtu = path_mtu
         self.rng = rng
         self.mtu = mtu
