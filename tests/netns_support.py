@@ -4,7 +4,8 @@ Importable as ``netns_support`` (tests/ is on sys.path under pytest; the capture
 run as ``sudo PYTHONPATH=.:tests python3 tests/<layer>/<name>_capture.py``).  It holds what
 those files would otherwise each write again: namespaces that are removed afterwards, veth
 pairs, running a function inside a namespace, AF_PACKET sockets there, NIC offloads turned
-off, a background sniffer, and dnsmasq on a loopback-only namespace.
+off, a background sniffer, dnsmasq on a loopback-only namespace, and
+:class:`KernelNamespace` for the interop tests' kernel end.
 
 setns(2) moves only the calling thread, so :func:`in_namespace` runs its function in a
 short-lived thread that entered the namespace.  A socket keeps the namespace it was opened
@@ -19,6 +20,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -240,3 +242,51 @@ class Dnsmasq(Namespaces):
         if self.proc is not None:
             stop_process(self.proc)
         super().close()
+
+
+class KernelNamespace:
+    """A namespace seen from outside: commands run in it with ``ip netns exec`` (which execs,
+    so a started process keeps its PID and the test's ``processes`` registry can stop it)."""
+
+    def __init__(self, processes, name):
+        self.processes = processes
+        self.name = name
+
+    def argv(self, *argv):
+        """``argv`` run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, *argv, timeout=60, check=False):
+        """Run a command in the namespace; the completed process (text).  ``check``: assert
+        it succeeded, with its output in the message."""
+        result = subprocess.run(self.argv(*argv), capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=timeout)
+        if check:
+            assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
+        return result
+
+    def start(self, *argv, **kwargs):
+        """Start a command in the namespace (a process of the test's registry)."""
+        return self.processes.start(self.argv(*argv), **kwargs)
+
+    def python(self, code, *args, **kwargs):
+        """Start ``python -c code args`` in the namespace."""
+        return self.start(sys.executable, "-c", code, *args, **kwargs)
+
+    def sysctl(self, key, value):
+        """Set a sysctl of the namespace."""
+        self.run("sysctl", "-qw", f"{key}={value}", check=True)
+
+    def counters(self, *names):
+        """The namespace's kernel counters (``nstat``: absolute, history left alone)."""
+        result = self.run("nstat", "-asz", *names, check=True)
+        values = {}
+        for line in result.stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] in names:
+                values[fields[0]] = int(fields[1])
+        return values
+
+    def sockets(self):
+        """``ss -Htan`` lines (every TCP socket in the namespace, listeners included)."""
+        return self.run("ss", "-Htan").stdout.splitlines()

@@ -25,6 +25,7 @@ import sys
 import pytest
 
 from conftest import require
+from netns_support import KernelNamespace
 from support import wait_for
 
 import lwstack
@@ -42,31 +43,8 @@ def run_tool(*argv, timeout=60):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-class Kernel:
+class Kernel(KernelNamespace):
     """The kernel's end: a namespace whose tap is plugged into the switch."""
-
-    def __init__(self, processes, name):
-        self.processes = processes
-        self.name = name
-
-    def argv(self, *argv):
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv, timeout=60, check=False):
-        result = subprocess.run(self.argv(*argv), capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=timeout)
-        if check:
-            assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
-        return result
-
-    def start(self, *argv, **kwargs):
-        return self.processes.start(self.argv(*argv), **kwargs)
-
-    def sysctl(self, key, value):
-        self.run("sysctl", "-qw", f"{key}={value}", check=True)
-
-    def python(self, code, timeout=30):
-        return self.run(sys.executable, "-c", code, timeout=timeout)
 
     @property
     def mac(self):

@@ -29,6 +29,7 @@ import sys
 import pytest
 
 from conftest import require
+from netns_support import KernelNamespace
 from support import read_line, wait_for
 
 import lwstack
@@ -42,43 +43,8 @@ BULK = 100 * MB
 _names = itertools.count()
 
 
-class Namespace:
+class Namespace(KernelNamespace):
     """A network namespace (the kernel's end)."""
-
-    def __init__(self, processes, name):
-        self.processes = processes
-        self.name = name
-
-    def argv(self, *argv):
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv, timeout=60, check=False):
-        result = subprocess.run(self.argv(*argv), capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=timeout)
-        if check:
-            assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
-        return result
-
-    def start(self, *argv, **kwargs):
-        return self.processes.start(self.argv(*argv), **kwargs)
-
-    def python(self, code, *args, **kwargs):
-        return self.start(sys.executable, "-c", code, *args, **kwargs)
-
-    def sysctl(self, key, value):
-        self.run("sysctl", "-qw", f"{key}={value}", check=True)
-
-    def counters(self, *names):
-        result = self.run("nstat", "-asz", *names, check=True)
-        values = {}
-        for line in result.stdout.splitlines():
-            fields = line.split()
-            if len(fields) >= 2 and fields[0] in names:
-                values[fields[0]] = int(fields[1])
-        return values
-
-    def sockets(self):
-        return self.run("ss", "-Htan").stdout.splitlines()
 
     def ipv6_up(self, ifname, *addresses, mtu=None):
         for key, value in (("accept_dad", 0), ("accept_ra", 0), ("disable_ipv6", 0)):

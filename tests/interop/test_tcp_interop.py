@@ -39,6 +39,7 @@ import threading
 import pytest
 
 from conftest import require
+from netns_support import KernelNamespace
 from support import read_line, wait_for, wait_for_path
 
 import lwstack
@@ -55,44 +56,8 @@ _names = itertools.count()
 
 # -- the kernel's side ----------------------------------------------------------------------
 
-class Namespace:
+class Namespace(KernelNamespace):
     """A network namespace holding the kernel's end: a tap plugged into a switch."""
-
-    def __init__(self, processes, name):
-        self.processes = processes
-        self.name = name
-
-    def argv(self, *argv):
-        """``argv`` run inside the namespace."""
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv, timeout=60):
-        """Run a command in the namespace and return the completed process (text)."""
-        return subprocess.run(self.argv(*argv), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
-
-    def start(self, *argv, **kwargs):
-        """Start a command in the namespace (``ip netns exec`` execs it: same PID)."""
-        return self.processes.start(self.argv(*argv), **kwargs)
-
-    def python(self, code, *args, **kwargs):
-        """Start ``python -c code args`` in the namespace."""
-        return self.start(sys.executable, "-c", code, *args, **kwargs)
-
-    def counters(self, *names):
-        """The namespace's kernel counters (``nstat``: absolute, history left alone)."""
-        result = self.run("nstat", "-asz", *names)
-        assert result.returncode == 0, result.stderr
-        values = {}
-        for line in result.stdout.splitlines():
-            fields = line.split()
-            if len(fields) >= 2 and fields[0] in names:
-                values[fields[0]] = int(fields[1])
-        return values
-
-    def sockets(self):
-        """``ss -Htan`` lines (every TCP socket in the namespace, listeners included)."""
-        return self.run("ss", "-Htan").stdout.splitlines()
 
 
 @pytest.fixture
