@@ -874,6 +874,29 @@ class _TransportBase:
             except OSError:
                 self._extra["peername"] = None
 
+    def _force_close(self, exc):
+        """Close at once (an error, or abort): ``connection_lost(exc)`` follows."""
+        if self._conn_lost:
+            return
+        self._drop_buffered()
+        self._closing = True
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _drop_buffered(self):
+        """Forget data not yet handed to the stack (stream transports buffer some)."""
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._started:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._release()
+
+    def _release(self):
+        """Let go of the socket and the stack's watch (each transport kind knows how)."""
+        raise NotImplementedError
+
     def get_protocol(self):
         """The protocol."""
         return self._protocol
@@ -1137,32 +1160,23 @@ class StreamTransport(_TransportBase, asyncio.Transport):
         self._abort_close = True
         self._force_close(None)
 
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
+    def _drop_buffered(self):
         self._buffer.clear()
-        self._closing = True
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
 
-    def _call_connection_lost(self, exc):
+    def _release(self):
+        self._driver.unwatch(self._conn)
+        sock = self._sock
         try:
-            if self._started:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._driver.unwatch(self._conn)
-            sock = self._sock
-            try:
-                if self._abort_close and not self._driver.closed:
-                    sock.setsockopt(lwsocket.SOL_SOCKET, _stdlib.SO_LINGER, _LINGER_ABORT)
-                sock.close()
-            except (OSError, RuntimeError):
-                pass
-            self._protocol = None
-            server, self._server = self._server, None
-            if server is not None:
-                server._detach(self)
-            self._driver._forget_transport(self)
+            if self._abort_close and not self._driver.closed:
+                sock.setsockopt(lwsocket.SOL_SOCKET, _stdlib.SO_LINGER, _LINGER_ABORT)
+            sock.close()
+        except (OSError, RuntimeError):
+            pass
+        self._protocol = None
+        server, self._server = self._server, None
+        if server is not None:
+            server._detach(self)
+        self._driver._forget_transport(self)
 
 
 class DatagramTransport(_TransportBase, asyncio.DatagramTransport):
@@ -1251,24 +1265,13 @@ class DatagramTransport(_TransportBase, asyncio.DatagramTransport):
         """Same as :meth:`close` (nothing is ever buffered)."""
         self._force_close(None)
 
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
-        self._closing = True
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc):
+    def _release(self):
+        self._driver.unwatch(self._endpoint)
         try:
-            if self._started:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._driver.unwatch(self._endpoint)
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-            self._protocol = None
+            self._sock.close()
+        except OSError:
+            pass
+        self._protocol = None
 
 
 # ---------------------------------------------------------------------------------- server
