@@ -4,9 +4,9 @@ import math
 import os
 import random
 import subprocess
-import time
 
 import pytest
+from support import wait_for
 
 from lwstack.proto import dhcp4 as client_mod
 from lwstack.proto.dhcp4 import (BOUND, INIT, PROBING, REBINDING, REBOOTING, RENEWING,
@@ -624,9 +624,7 @@ def test_dnsmasq_gives_a_lease(tmp_path):
              f"--dhcp-leasefile={tmp_path / 'leases'}", f"--pid-file={tmp_path / 'pid'}",
              "--dhcp-authoritative", "--log-dhcp"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 5
-        while not os.path.exists(tmp_path / "pid") and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: os.path.exists(tmp_path / "pid"), timeout=5)
         sock = packet_socket(pair.ns_b, pair.if_b)
         fast = ConflictDetection(probe_wait=0.1, probe_min=0.1, probe_max=0.2,
                                  announce_wait=0.3, announce_interval=0.3)
