@@ -249,21 +249,38 @@ def transfer(processes, ns, locator, client, reverse, nbytes):
     return mbps
 
 
-def assert_no_resets(ns):
+def assert_no_resets(ns, capture):
     """Once the namespace's connection has closed: no RST sent, none received on an
     established connection, and exactly one connection opened.
 
     Closed means TIME-WAIT or gone, or LAST-ACK: when an lwstack lwperf client exits right
     after its close, the kernel's last FIN can find its stack gone (see lwperf_server).
+
+    One RST is allowed, and only with its cause on the wire (``capture``, started before the
+    connection and stopped here once it has closed): the kernel sent its FIN twice (a tail
+    loss probe fires after 2 x SRTT, at least 10 ms, when our ACK is slower than that), our
+    TIME-WAIT rightly acknowledged both (RFC 9293 section 3.10.7.4), and the second ACK met a
+    connection the first had already closed.  CI failed once on such an RST (pure build,
+    kernel client receiving from lwstack); any other RST still fails, with the segments.
     """
     assert wait_for(lambda: all(line.split()[0] in ("TIME-WAIT", "LAST-ACK")
                                 for line in ns.sockets())), ns.sockets()
+    segments = capture.stop()
     counters = ns.counters("TcpOutRsts", "TcpEstabResets", "TcpActiveOpens", "TcpPassiveOpens",
                            "TcpExtTCPAbortOnData", "TcpExtTCPAbortOnClose")
-    assert counters == {"TcpOutRsts": 0, "TcpEstabResets": 0,
+    kernel_fins = [s["seq"] for s in segments if s["src"] == KERNEL and s["flags"] & FIN]
+    resets = [s for s in segments if s["flags"] & RST]
+    if len(kernel_fins) > len(set(kernel_fins)):
+        assert len(resets) <= 1 and all(r["src"] == KERNEL for r in resets), segments
+        allowed = len(resets)
+    else:
+        assert resets == [], segments
+        allowed = 0
+    assert counters == {"TcpOutRsts": allowed, "TcpEstabResets": 0,
                         "TcpActiveOpens": counters["TcpActiveOpens"],
                         "TcpPassiveOpens": counters["TcpPassiveOpens"],
-                        "TcpExtTCPAbortOnData": 0, "TcpExtTCPAbortOnClose": 0}, counters
+                        "TcpExtTCPAbortOnData": 0, "TcpExtTCPAbortOnClose": 0}, \
+        (counters, segments)
     assert counters["TcpActiveOpens"] + counters["TcpPassiveOpens"] == 1, counters
 
 
@@ -292,9 +309,10 @@ BULK_CASES = [
 def test_bulk_transfer_with_kernel_is_byte_exact(switch, client, reverse, nbytes, kernel,
                                                  processes):
     ns = kernel(switch)
+    capture = Capture(ns)
     mbps = transfer(processes, ns, switch, client, reverse, nbytes)
     print(f"{nbytes // MB} MB, {client} client, reverse={reverse}: {mbps} MB/s")
-    assert_no_resets(ns)
+    assert_no_resets(ns, capture)
 
 
 @pytest.fixture
@@ -859,8 +877,9 @@ print(len(echoed), echoed == payload)
 def test_kernel_client_through_tap_gets_lwecho_tcp_echo(lwswitch, lwecho, kernel):
     ns = kernel(lwswitch)
     lwecho(lwswitch, f"ip={OURS}/24")
+    capture = Capture(ns)
     proc = ns.python(ECHO, OURS, str(2 * MB))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert out.split() == [str(2 * MB), "True"]
-    assert_no_resets(ns)
+    assert_no_resets(ns, capture)
