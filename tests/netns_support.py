@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from support import stop_process
+from support import stop_process, wait_for
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -272,6 +272,17 @@ class KernelNamespace:
     def python(self, code, *args, **kwargs):
         """Start ``python -c code args`` in the namespace."""
         return self.start(sys.executable, "-c", code, *args, **kwargs)
+
+    def plug_tap(self, locator, tap):
+        """Make the tap ``tap`` in the namespace with Debian's ``vde_plug2tap``, plugged into
+        the switch at ``locator`` (left down: addresses and sysctls first); the plug's
+        process, stopped with the test's others."""
+        plug = self.start("vde_plug2tap", "-s", locator.removeprefix("vde://"), tap)
+        assert wait_for(lambda: plug.poll() is not None
+                        or self.run("ip", "link", "show", tap).returncode == 0), \
+            "vde_plug2tap did not create its tap"
+        assert plug.poll() is None, plug.stderr.read()
+        return plug
 
     def sysctl(self, key, value):
         """Set a sysctl of the namespace."""

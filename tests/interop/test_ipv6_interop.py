@@ -72,11 +72,7 @@ def kernel(processes, lwswitch):
         subprocess.run(["ip", "netns", "add", name], check=True)
         names.append(name)
         ns = Kernel(processes, name)
-        plug = ns.start("vde_plug2tap", "-s", lwswitch.removeprefix("vde://"), TAP)
-        assert wait_for(lambda: plug.poll() is not None or
-                        ns.run("ip", "link", "show", TAP).returncode == 0), \
-            "vde_plug2tap did not create its tap"
-        assert plug.poll() is None, plug.stderr.read()
+        ns.plug_tap(lwswitch, TAP)
         ns.sysctl("net.ipv6.conf.all.forwarding", forwarding)
         for key, value in (("accept_dad", 0), ("accept_ra", accept_ra), ("autoconf", 1),
                            ("disable_ipv6", 0)):

@@ -78,11 +78,7 @@ def namespaces(processes):
 
 def plug(ns, locator, *addresses):
     """Plug a tap of ``ns`` into the switch at ``locator`` and give it ``addresses``."""
-    proc = ns.start("vde_plug2tap", "-s", locator.removeprefix("vde://"), TAP)
-    assert wait_for(lambda: proc.poll() is not None or
-                    ns.run("ip", "link", "show", TAP).returncode == 0), \
-        "vde_plug2tap did not create its tap"
-    assert proc.poll() is None, proc.stderr.read()
+    ns.plug_tap(locator, TAP)
     ns.ipv6_up(TAP, *addresses)
 
 

@@ -72,11 +72,7 @@ def kernel(processes):
         subprocess.run(["ip", "netns", "add", name], check=True)
         names.append(name)
         ns = Namespace(processes, name)
-        plug = ns.start("vde_plug2tap", "-s", locator.removeprefix("vde://"), "lwtap0")
-        assert wait_for(lambda: plug.poll() is not None
-                        or ns.run("ip", "link", "show", "lwtap0").returncode == 0), \
-            "vde_plug2tap did not create its tap"
-        assert plug.poll() is None, plug.stderr.read()
+        ns.plug_tap(locator, "lwtap0")
         for argv in (("ip", "addr", "add", f"{KERNEL}/24", "dev", "lwtap0"),
                      ("ip", "link", "set", "lwtap0", "up"), ("ip", "link", "set", "lo", "up")):
             result = ns.run(*argv)
