@@ -23,7 +23,17 @@ and for IPv6 (the host's router side, :meth:`lwstack.iface.host.Host.start_route
   M and O flags are set when the DHCPv6 server runs;
 - a DHCPv6 server (``dhcp6="FIRST-LAST"`` or ``"hash"``, :mod:`lwstack.proto.dhcp6_server`):
   IA_NA leases from the range, or the iothaddr hash address of each client's FQDN in the
-  prefix (namedhcp-style), the router as name server and ``domain`` as search list.
+  prefix (namedhcp-style), the router as name server and ``domain`` as search list.  With
+  the DNS server, a DHCPv6 client is named like a DHCPv4 one: by the name in its Client
+  FQDN option (RFC 4704; the reply's S flag says the router did the update), else by the
+  name of the DHCPv4 lease held by the MAC in its DUID (DUID-LL or DUID-LLT), while its
+  lease runs: AAAA records for its IA_NA address and a PTR record in ip6.arpa.
+
+Names in the DNS server belong to one lease per family at a time (a restarted client's new
+lease takes its name over) and never override the router's own names or ``host_records``.
+SLAAC addresses are not named: the router never learns them (a host forms them itself
+from the advertised prefix, and nothing in DHCP reports them); a host that must be found
+over IPv6 by name takes a DHCPv6 address (``dhcp6`` or ``auto`` in its configuration).
 
 The router does not forward packets between networks: the gateway it announces is the
 address clients use for everything off their subnet, as a DHCP server on a LAN's router would.
@@ -40,7 +50,9 @@ from lwstack.iface.names import DnsServerService
 from lwstack.proto.dhcp4_server import Dhcp4Server
 from lwstack.proto.dns_server import DnsServer
 from lwstack.stack import Stack
-from lwstack.wire.dns import reverse_name
+from lwstack.wire import WireError
+from lwstack.wire import dhcp6 as dhcp6wire
+from lwstack.wire.dns import TYPE_A, TYPE_AAAA, TYPE_PTR, name_key, reverse_name
 from lwstack.wire.ipv4 import addr_to_int, addr_to_str, prefix_mask
 
 DEFAULT_LEASE_TIME = 3600
@@ -93,6 +105,76 @@ def _addr(text):
     return ipaddress.ip_address(text).packed if isinstance(text, str) else bytes(text)
 
 
+def _text(address):
+    return addr_to_str(address) if len(address) == 4 else addr6_to_str(address)
+
+
+def _mac_of(duid):
+    """The Ethernet MAC in a DUID-LL or DUID-LLT, else None."""
+    try:
+        parsed = dhcp6wire.parse_duid(duid)
+    except WireError:
+        return None
+    mac = parsed.link_addr
+    if parsed.hw_type != dhcp6wire.HW_TYPE_ETHERNET or mac is None or len(mac) != 6:
+        return None
+    return mac
+
+
+class _RouterDhcp6Server(Dhcp6Server):
+    """The DHCPv6 server as the router runs it: a log line per message in and out, in the
+    style of dnsmasq's (``DHCPSOLICIT 02:00:00:00:00:0a web``, ``DHCPREPLY fd00::100
+    02:00:00:00:00:0a``: the client's MAC from its DUID, else the DUID in hex), and
+    ``on_leases_change({address: (FQDN or None, MAC or None)})`` for the bound leases
+    whenever they change (the router's DNS names follow them)."""
+
+    def __init__(self, duid, *, on_log=None, on_leases_change=None, **options):
+        super().__init__(duid, **options)
+        self.on_log = on_log
+        self.on_leases_change = on_leases_change
+        self._reported = {}
+
+    def receive(self, payload, src, now, unicast=False):
+        """As :meth:`Dhcp6Server.receive`, logging the message and the reply."""
+        sent = len(self.outbox)
+        if self.on_log is not None:
+            self._log(payload)
+        super().receive(payload, src, now, unicast)
+        if self.on_log is not None:
+            for record in self.outbox[sent:]:
+                self._log(record[5])
+        self._report(now)
+
+    def poll(self, now):
+        """As :meth:`Dhcp6Server.poll`, reporting leases that ended."""
+        super().poll(now)
+        self._report(now)
+
+    def _report(self, now):
+        if self.on_leases_change is None:
+            return
+        leases = {lease.address: (lease.fqdn, _mac_of(lease.duid)) for lease in self.active(now)}
+        if leases != self._reported:
+            self._reported = leases
+            self.on_leases_change(dict(leases))
+
+    def _log(self, payload):
+        try:
+            msg = dhcp6wire.parse_message(payload)
+        except WireError:
+            return
+        parts = ["DHCP" + dhcp6wire.MESSAGE_NAMES[msg.msg_type]]
+        parts += [addr6_to_str(a.address) for ia in msg.ia_na for a in ia.addresses
+                  if a.valid or msg.msg_type in (dhcp6wire.RELEASE, dhcp6wire.DECLINE)]
+        if msg.client_id is not None:
+            mac = _mac_of(msg.client_id)
+            parts.append(mac.hex(":") if mac is not None else msg.client_id.hex(":"))
+        if msg.fqdn is not None and msg.fqdn.name and msg.msg_type != dhcp6wire.REPLY and \
+                msg.msg_type != dhcp6wire.ADVERTISE:
+            parts.append(msg.fqdn.name)
+        self.on_log(" ".join(parts))
+
+
 class Router:
     """A :class:`lwstack.Stack` on ``network`` with ``config`` (static addresses) serving DHCP
     and DNS to its LAN (see the module notes).
@@ -124,6 +206,10 @@ class Router:
         self.ra_server = None
         self.dhcp6_server = None
         self._client_names = {}             # address -> names registered for a lease
+        self._static_names = set()          # name keys of the router's and host_records'
+        self._named4 = {}                   # DHCPv4 address -> client name
+        self._leases6 = {}                  # DHCPv6 address -> (FQDN or None, MAC or None)
+        self._wanted = {}                   # 4 or 16 -> {address: name} of the last sync
         stack_options.setdefault("description", f"lwrouter {config}")
         from lwstack.sim import VirtualNetwork
         self._virtual = isinstance(network, VirtualNetwork)
@@ -188,9 +274,11 @@ class Router:
                                          in_prefix(pool[1], *prefix)):
             raise ValueError("the DHCPv6 range is outside the router's IPv6 prefix")
         own = self._address6_in(*prefix) if prefix is not None else None
-        server = Dhcp6Server(duid_ll(host.mac), pool=pool, hash_base=hash_base, prefix=prefix,
-                             dns_servers=[own] if dns and own is not None else [],
-                             domains=[self.domain] if self.domain else [])
+        server = _RouterDhcp6Server(
+            duid_ll(host.mac), pool=pool, hash_base=hash_base, prefix=prefix,
+            dns_servers=[own] if dns and own is not None else [],
+            domains=[self.domain] if self.domain else [], register_names=dns,
+            on_log=self.log, on_leases_change=self._leases6_changed if dns else None)
         self.dhcp6_server = host.start_dhcp6_server(server, now)
 
     # -- IPv4 services ------------------------------------------------------------------------
@@ -233,11 +321,13 @@ class Router:
             [i.address for i in self.stack.config.addresses6]
         for name in self._names(self.name):
             server.add_host(name, addresses, ptr=False)
+            self._static_names.add(name_key(name))
         for address in addresses:
             server.add_ptr(address, self._names(self.name)[-1])
         for name, address in host_records:
             for full in self._names(name):
                 server.add_host(full, [_addr(address)], ptr=False)
+                self._static_names.add(name_key(full))
             server.add_ptr(_addr(address), self._names(name)[-1])
         self.dns_server = DnsServerService(host, server, now,
                                            on_log=self.log if log_queries else None)
@@ -254,35 +344,85 @@ class Router:
         return [short, f"{short}.{self.domain}"]
 
     def _leases_changed(self, named):
-        """Keep the DNS records of DHCP clients in step with their leases."""
-        server = self.dns_server.server
-        for address, names in list(self._client_names.items()):
-            if named.get(address) is None or self._names(named[address]) != names:
-                for name in names:
-                    server.remove(name)
-                server.remove(reverse_name(address))
-                del self._client_names[address]
-        for address, hostname in named.items():
-            if address in self._client_names:
-                continue
-            try:
-                names = self._names(hostname)
-                for name in names:
-                    if server.remove(name):     # a name can belong to one lease at a time
-                        self._forget_name(name)
-                    server.add_host(name, [address], ptr=False)
-                server.add_ptr(address, names[-1])
-            except ValueError:
-                continue                        # not a usable DNS name
-            self._client_names[address] = names
-            if self.log is not None:
-                self.log(f"DNS {names[-1]} -> {addr_to_str(address)}")
+        """The DHCPv4 server's named leases changed (``{address: name}``): keep the A and
+        PTR records in step, and the AAAA records named after a DHCPv4 lease's MAC."""
+        self._named4 = dict(named)
+        self._sync_names(4, named)
+        if self._leases6:
+            self._sync_names(16, self._wanted6())
 
-    def _forget_name(self, name):
+    def _leases6_changed(self, leases):
+        """The DHCPv6 server's leases changed (``{address: (FQDN or None, MAC or None)}``):
+        keep the AAAA and PTR records in step."""
+        self._leases6 = dict(leases)
+        self._sync_names(16, self._wanted6())
+
+    def _wanted6(self):
+        """``{address: name}`` for the DHCPv6 leases: the FQDN the client sent, else the
+        name of a DHCPv4 lease held by the MAC of its DUID."""
+        by_mac = {}
+        if self.dhcp_server is not None:
+            bindings = self.dhcp_server.server.bindings.values()
+            by_mac = {b.chaddr: self._named4[b.addr] for b in bindings if b.addr in self._named4}
+        wanted = {}
+        for address, (fqdn, mac) in self._leases6.items():
+            name = fqdn or by_mac.get(mac)
+            if name:
+                wanted[address] = name
+        return wanted
+
+    def _sync_names(self, size, wanted):
+        """Make the client records of one family (``size``: 4 or 16 bytes) say ``wanted``
+        (``{address: name}``).  A lease new to its name takes the name over from an older
+        lease of the family; the older one gets it back if the newer one ends first."""
+        previous = self._wanted.get(size, {})
+        self._wanted[size] = dict(wanted)
         for address, names in list(self._client_names.items()):
-            if name in names:
-                del self._client_names[address]
-                self.dns_server.server.remove(reverse_name(address))
+            if len(address) == size and (wanted.get(address) is None
+                                         or self._names(wanted[address]) != names):
+                self._unregister(address)
+        for take_over in (True, False):
+            for address, hostname in wanted.items():
+                if address not in self._client_names and \
+                        (not take_over or previous.get(address) != hostname):
+                    self._register(address, hostname, take_over)
+
+    def _register(self, address, hostname, take_over):
+        server = self.dns_server.server
+        rtype = TYPE_A if len(address) == 4 else TYPE_AAAA
+        try:
+            names = self._names(hostname)
+            keys = [name_key(name) for name in names]
+        except ValueError:
+            return                              # not a usable DNS name
+        if any(key in self._static_names for key in keys):
+            if take_over and self.log is not None:
+                self.log(f"DNS {names[-1]} not given to {_text(address)}: a static name")
+            return
+        holders = [other for other, taken in self._client_names.items()
+                   if len(other) == len(address) and {name_key(n) for n in taken} & set(keys)]
+        if holders and not take_over:
+            return
+        for other in holders:                   # one lease of a family has a name at a time
+            self._unregister(other)
+        try:
+            for name in names:
+                server.add_record(name, rtype, address)
+            server.add_ptr(address, names[-1])
+        except ValueError:                      # a bad name, or the record table is full
+            for name in names:
+                server.remove(name, rtype, address)
+            return
+        self._client_names[address] = names
+        if self.log is not None:
+            self.log(f"DNS {names[-1]} -> {_text(address)}")
+
+    def _unregister(self, address):
+        server = self.dns_server.server
+        names = self._client_names.pop(address)
+        for name in names:
+            server.remove(name, TYPE_A if len(address) == 4 else TYPE_AAAA, address)
+        server.remove(reverse_name(address), TYPE_PTR, names[-1])
 
     # -- use ----------------------------------------------------------------------------------
 

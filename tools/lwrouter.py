@@ -13,6 +13,12 @@ interrupted (Ctrl-C or SIGTERM).  ``--ra`` sends IPv6 router advertisements for 
 (SLAAC for a /64; the router's address in it as DNS with ``--dns``) and ``--dhcp6`` runs a
 DHCPv6 server (a range, or ``hash``: each client's FQDN hashed into the prefix), which sets
 the advertisements' M and O flags.
+
+Names: a DHCPv4 client is named by its host name or FQDN option, a DHCPv6 client by its
+FQDN option or else by the DHCPv4 name of the MAC in its DUID; each gets A or AAAA records
+(and PTR) in the ``--domain`` for as long as its lease runs.  SLAAC addresses get no names:
+hosts form them on their own and DHCP never reports them, so a host that must be found by
+name over IPv6 takes a DHCPv6 address too (``dhcp6`` or ``auto`` in its configuration).
 """
 import queue
 import sys
@@ -36,7 +42,9 @@ def main(argv=None):
     parser.add_argument("--gateway", metavar="ADDR",
                         help="default gateway handed out (default: the router's address)")
     parser.add_argument("--dns", action="store_true",
-                        help="run a DNS server and hand it out as the LAN's name server")
+                        help="run a DNS server and hand it out as the LAN's name server; it "
+                        "names DHCPv4 and DHCPv6 clients (not SLAAC addresses, which the "
+                        "router never learns)")
     parser.add_argument("--domain", metavar="DOMAIN",
                         help="the LAN's domain (DHCP option 15; DNS answers for it)")
     parser.add_argument("--dns-forward", action="append", default=[], metavar="ADDR",

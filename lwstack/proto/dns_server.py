@@ -212,14 +212,21 @@ class DnsServer:
             if ptr:
                 self.add_ptr(address, name, ttl)
 
-    def remove(self, name, rtype=None):
-        """Remove the records of ``name`` (of one type, or all); returns how many went."""
+    def remove(self, name, rtype=None, data=None):
+        """Remove the records of ``name`` (of one type, or all; with ``data``, only the
+        record of type ``rtype`` holding it, given as to :meth:`add_record`); returns how
+        many went."""
+        if data is not None and rtype is None:
+            raise ValueError("removing a record by its data needs its type")
         key = name_key(name)
         rrsets = self._names.get(key)
         if not rrsets:
             return 0
-        types = list(rrsets) if rtype is None else [rtype]
-        removed = sum(len(rrsets.pop(t, ())) for t in types)
+        if data is not None:
+            removed = self._remove_data(rrsets, rtype, data)
+        else:
+            types = list(rrsets) if rtype is None else [rtype]
+            removed = sum(len(rrsets.pop(t, ())) for t in types)
         self._count -= removed
         if not rrsets:
             del self._names[key]
@@ -229,6 +236,23 @@ class DnsServer:
                 self._nonterminals[parent] -= 1
                 if self._nonterminals[parent] <= 0:
                     del self._nonterminals[parent]
+        return removed
+
+    @staticmethod
+    def _remove_data(rrsets, rtype, data):
+        if rtype == TYPE_A:
+            data = _address(data, 4)
+        elif rtype == TYPE_AAAA:
+            data = _address(data, 16)
+        elif rtype in (TYPE_CNAME, TYPE_PTR):
+            data = name_key(data)
+        kept = [r for r in rrsets.get(rtype, ())
+                if (name_key(r.data) if rtype in (TYPE_CNAME, TYPE_PTR) else r.data) != data]
+        removed = len(rrsets.get(rtype, ())) - len(kept)
+        if kept:
+            rrsets[rtype] = kept
+        else:
+            rrsets.pop(rtype, None)
         return removed
 
     def add_hash_rule(self, domain, base, ttl=600):
