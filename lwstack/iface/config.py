@@ -14,9 +14,30 @@ Automatic configuration (issue 4):
 - ``auto4`` = ``dhcp``; ``auto6`` = ``dhcp6,rd,slaac``; ``auto`` = both.  (iothconf's
   ``auto6`` is ``dhcp6,rd``; lwstack also takes SLAAC addresses there, as a laptop does.)
 
-Every stack has an IPv6 link-local address (from ``fqdn=`` hashed like iothaddr when given,
-else EUI-64 from the MAC).  Unknown items, and values that do not parse, raise ``ValueError``
-naming the item, so a configuration never silently means less than it says.
+Interface identifiers (the low 64 bits of the link-local and SLAAC addresses):
+
+- ``iid=eui64``: modified EUI-64 from the MAC (RFC 4291 appendix A);
+- ``iid=hash``: the MD5 of ``fqdn=`` as iothaddr makes it (needs ``fqdn=``); anybody who knows
+  the name knows the address;
+- ``iid=stable``: stable privacy identifiers (RFC 7217): SHA-256 over the prefix, Net_Iface,
+  Network_ID, the DAD counter and a secret key.  lwstack's Net_Iface is the interface's MAC
+  (RFC 7217 appendix A's link-layer address, as Linux does), so stacks that share a secret
+  still get different addresses; Network_ID is empty (optional in section 5: a virtual switch
+  has nothing like an SSID, and the prefix already tells networks apart).  The key is
+  ``secret=TEXT`` hashed with SHA-256 (256 bits; section 5 asks for 128 at least): a stack
+  restarted elsewhere with the same ``secret=`` and the same ``mac=`` gets the same addresses
+  on the same prefixes.  Without ``secret=`` the key is drawn from the stack's random
+  generator, so the addresses are stable only for the life of the stack.  A duplicate found
+  by DAD is retried with the next DAD counter, a new address, up to IDGEN_RETRIES times
+  (RFC 7217 section 6).
+
+Without ``iid=`` the identifiers are ``hash`` when ``fqdn=`` is given, else ``eui64``; with
+those two a duplicate address is final (RFC 4862 5.4.5: a duplicate link-local address turns
+IPv6 off).  ``secret=`` without ``iid=stable``, and ``iid=hash`` without ``fqdn=``, are
+refused.
+
+Unknown items, and values that do not parse, raise ``ValueError`` naming the item, so a
+configuration never silently means less than it says.
 """
 import hashlib
 
@@ -34,6 +55,8 @@ FLAGS = {
     "auto6": ("dhcp6", "rd", "slaac"),
     "auto": ("dhcp", "dhcp6", "rd", "slaac"),
 }
+#: The interface identifier generators ``iid=`` names (see the module notes).
+IID_METHODS = ("eui64", "stable", "hash")
 #: What parses but the stack does not act on yet (issue 4 in progress): refused by
 #: :func:`check_supported` rather than silently ignored.  Entries leave as they are wired in.
 NOT_YET = set()
@@ -96,12 +119,14 @@ class StackConfig:
     static addresses; ``gateway`` (4 bytes) and ``gateway6`` (16 bytes) the static default
     routes; ``dns`` name servers (4 or 16 bytes each) and ``domains`` search domains given
     statically; ``dhcp``, ``dhcp6``, ``rd`` and ``slaac`` the automatic configuration asked
-    for (see the module notes).
+    for (see the module notes).  ``iid`` is the interface identifier generator asked for
+    (``"eui64"``, ``"stable"``, ``"hash"``, or None for the default, see :attr:`iid_method`)
+    and ``secret_key`` the RFC 7217 key made from ``secret=`` (32 bytes, or None).
     """
 
     def __init__(self, mac=None, addresses=(), gateway=None, mtu=DEFAULT_MTU, fqdn=None,
                  addresses6=(), gateway6=None, dns=(), domains=(), dhcp=False, dhcp6=False,
-                 rd=False, slaac=False):
+                 rd=False, slaac=False, iid=None, secret_key=None):
         self.mac = mac
         self.addresses = list(addresses)
         self.gateway = gateway
@@ -115,6 +140,16 @@ class StackConfig:
         self.dhcp6 = dhcp6
         self.rd = rd
         self.slaac = slaac
+        self.iid = iid
+        self.secret_key = secret_key
+
+    @property
+    def iid_method(self):
+        """The interface identifier generator in force: ``iid=`` if given, else ``"hash"``
+        with an ``fqdn``, else ``"eui64"``."""
+        if self.iid is not None:
+            return self.iid
+        return "hash" if self.fqdn else "eui64"
 
     @property
     def automatic(self):
@@ -127,7 +162,7 @@ class StackConfig:
                 f"addresses={self.addresses + self.addresses6}, "
                 f"gateway={'.'.join(map(str, self.gateway)) if self.gateway else None}, "
                 f"gateway6={addr6_to_str(self.gateway6) if self.gateway6 else None}, "
-                f"mtu={self.mtu}, auto={auto})")
+                f"mtu={self.mtu}, auto={auto}, iid={self.iid_method})")
 
 
 def parse_config(text):
@@ -176,8 +211,19 @@ def parse_config(text):
             config.mtu = int(value)
         elif key == "fqdn":
             config.fqdn = value.rstrip(".")
+        elif key == "iid":
+            if value.lower() not in IID_METHODS:
+                raise ValueError(f"iid={value}: must be one of " + ", ".join(IID_METHODS))
+            config.iid = value.lower()
+        elif key == "secret":
+            config.secret_key = secret_key(value)
         else:
             raise ValueError(f"unknown configuration item {key!r}")
+    if config.secret_key is not None and config.iid != "stable":
+        raise ValueError("secret=: the key of stable privacy identifiers, used only with "
+                         "iid=stable")
+    if config.iid == "hash" and not config.fqdn:
+        raise ValueError("iid=hash: hash identifiers are made from the name: give fqdn= too")
     if config.gateway is not None and not any(
             addr_to_int(config.gateway) & prefix_mask(i.prefix_len) == i.network
             for i in config.addresses):
@@ -220,6 +266,11 @@ def _parse_interface(value):
     if not _is_decimal(prefix) or int(prefix) > 32:
         raise ValueError(f"ip={value}: give the prefix length, e.g. ip={address}/24")
     return Interface(parse_addr(address), int(prefix))
+
+
+def secret_key(text):
+    """The RFC 7217 secret key of ``secret=TEXT``: SHA-256 of the text (UTF-8), 32 bytes."""
+    return hashlib.sha256(text.encode()).digest()
 
 
 def random_mac(rng):

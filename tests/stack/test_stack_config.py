@@ -1,8 +1,10 @@
 """iothconf configuration strings: what parses, every error message, items refused for now."""
+import hashlib
+
 import pytest
 
 from lwstack.iface.config import (DEFAULT_MTU, FLAGS, MAX_MTU, MIN_MTU, Interface, Interface6,
-                                  parse_config, random_mac, stable_mac)
+                                  parse_config, random_mac, secret_key, stable_mac)
 from lwstack.iface.config import NOT_YET
 from lwstack.wire.ipv6 import parse_addr6
 
@@ -70,6 +72,15 @@ def test_interface_network_and_broadcast():
     ("mtu=-1", r"must be an integer"),
     ("mtu=\u00b9\u00b2\u00b3", r"must be an integer"),
     ("colour=blue", r"unknown configuration item 'colour'"),
+    ("iid=random", r"iid=random: must be one of eui64, stable, hash"),
+    ("iid=", r"configuration item 'iid' needs a value \(iid=...\)"),
+    ("iid", r"configuration item 'iid' needs a value"),
+    ("secret=", r"configuration item 'secret' needs a value"),
+    ("secret=s3cret", r"secret=: the key of stable privacy identifiers, used only with "
+                      r"iid=stable"),
+    ("iid=eui64,secret=s3cret", r"secret=: .* used only with iid=stable"),
+    ("fqdn=web.lan,secret=s3cret", r"secret=: .* used only with iid=stable"),
+    ("iid=hash", r"iid=hash: hash identifiers are made from the name: give fqdn= too"),
 ])
 def test_errors_name_the_mistake(text, message):
     with pytest.raises(ValueError, match=message):
@@ -99,6 +110,30 @@ def test_automatic_configuration_flags(item, expected):
         expected
     assert config.automatic
     assert set(FLAGS) == {"dhcp", "dhcp6", "rd", "slaac", "auto", "auto4", "auto6"}
+
+
+@pytest.mark.parametrize("text,method", [
+    ("", "eui64"), ("mac=02:00:00:00:00:02", "eui64"), ("fqdn=web.lan", "hash"),
+    ("iid=eui64,fqdn=web.lan", "eui64"), ("iid=stable", "stable"), ("IID=Stable", "stable"),
+    ("fqdn=web.lan,iid=stable", "stable"), ("iid=hash,fqdn=web.lan", "hash"),
+    ("fqdn=web.lan,iid=hash", "hash"), ("iid=eui64,iid=stable", "stable"),
+])
+def test_interface_identifier_generator(text, method):
+    config = parse_config(text)
+    assert config.iid_method == method
+    assert config.iid == (method if "iid" in text.lower() else None)
+    assert config.secret_key is None
+    assert f"iid={method})" in repr(config)
+
+
+def test_secret_is_hashed_to_a_256_bit_key():
+    config = parse_config("iid=stable,secret= Open Sesame ")
+    assert config.secret_key == secret_key("Open Sesame") == \
+        hashlib.sha256(b"Open Sesame").digest()
+    assert len(config.secret_key) * 8 >= 128                    # RFC 7217 section 5
+    assert parse_config("secret=x,iid=stable").secret_key == secret_key("x")   # any order
+    assert secret_key("x") != secret_key("X")                   # the text as written
+    assert "Open Sesame" not in repr(config)
 
 
 def test_not_a_string():
