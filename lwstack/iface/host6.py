@@ -5,10 +5,14 @@ one ``outbox``, one ``stats``, one clock argument; this module holds what only I
 that ``host.py`` stays about the shared parts and the IPv4 paths.  It drives the sans-IO parts
 written beside it, in the order their docstrings ask:
 
-- :class:`lwstack.iface.slaac.Slaac` owns the address table: the link-local address (IID from
-  the ``fqdn`` hashed like iothaddr when configured, else EUI-64), ``ip=`` addresses, SLAAC
-  addresses (``slaac``) and DHCPv6 ones, every one through DAD.  Its events are the only way
-  an address becomes usable here (:meth:`Ipv6Host._slaac_event`).
+- :class:`lwstack.iface.slaac.Slaac` owns the address table: the link-local address, ``ip=``
+  addresses, SLAAC addresses (``slaac``) and DHCPv6 ones, every one through DAD.  Its events
+  are the only way an address becomes usable here (:meth:`Ipv6Host._slaac_event`).  The
+  interface identifiers of the link-local and SLAAC addresses come from the generator
+  ``iid=`` names (:meth:`Ipv6Host._make_address`; the default is the ``fqdn`` hashed like
+  iothaddr when there is one, else EUI-64): only ``iid=stable`` (RFC 7217) makes a new address
+  from the next DAD counter after a duplicate; with the other two a duplicate is final
+  (RFC 4862 5.4.5), counted in ``ipv6_dad_final`` and named by :meth:`Ipv6Host.ipv6_pending`.
 - :class:`lwstack.iface.ndp.NeighbourDiscovery` does next-hop determination, the neighbour
   cache with NUD, the router and prefix lists; ``gw=`` is a static router and each ``ip=``
   prefix a static on-link prefix.  Router Advertisements count only with ``rd`` (or
@@ -45,7 +49,7 @@ from lwstack.iface.addrselect import LocalAddress, select_source
 from lwstack.iface.mld import Mld
 from lwstack.iface.ndp import NeighbourDiscovery, PrefixInfo, RouterAdvert, lifetime, solicitation
 from lwstack.iface.pmtu import PathMtuCache
-from lwstack.iface.slaac import DEPRECATED, PREFERRED, TENTATIVE, Slaac
+from lwstack.iface.slaac import DEPRECATED, PREFERRED, SAME_IDENTIFIER, TENTATIVE, Slaac
 from lwstack.proto.icmp import TokenBucket
 from lwstack.storage.fragments import FragmentReassembler, fragment_v6
 from lwstack.wire import WireError
@@ -68,6 +72,8 @@ ALL_DHCP_SERVERS = bytes.fromhex("ff020000000000000000000000010002")
 MAX_UDP6_PAYLOAD = 0xFFFF - UDP_HEADER_LEN
 #: Packets to our own addresses waiting for the next poll (as for IPv4).
 LOOPBACK_LIMIT = 1000
+#: RFC 7217's Network_ID: none (section 5 makes it optional; the prefix tells networks apart).
+NETWORK_ID = b""
 #: Interface index of the stack's one interface (``scope_id`` of link-local socket addresses).
 IFINDEX = 1
 #: Hop limit of packets to multicast groups (Linux's IPV6_MULTICAST_HOPS default).
@@ -139,6 +145,15 @@ class Ipv6Host:
         self.ipv6_wanted = bool(config.addresses6 or config.gateway6 is not None or
                                 config.rd or config.slaac or config.dhcp6)
         self.nd = NeighbourDiscovery(self.rng, max_pending=64)
+        #: The interface identifier generator: "eui64", "stable" (RFC 7217) or "hash".
+        self.iid_method = config.iid_method
+        self._iid_secret = None
+        if self.iid_method == "stable":
+            # RFC 7217 5: at least 128 bits; without secret= a random key for this stack's
+            # life (from its rng, so a virtual network's runs stay reproducible).
+            self._iid_secret = config.secret_key or \
+                self.rng.getrandbits(256).to_bytes(32, "big")
+        self._dad_final = None          # (addr, origin, why) of the last final duplicate
         self.slaac = Slaac(self._make_address, self.rng, autoconf=bool(config.slaac),
                            router_solicit=self.accept_ra, link_mtu=self.mtu6)
         self.mld = Mld(self.rng)
@@ -169,10 +184,19 @@ class Ipv6Host:
             self.nd.add_router(config.gateway6)
 
     def _make_address(self, prefix, dad_counter):
-        """The address for ``prefix`` (16 bytes, identifier zero): the iothaddr hash of the
-        fqdn when one is configured, else modified EUI-64 (the counter changes neither, so a
-        duplicate is final, RFC 7217 section 6's retries need stable-privacy identifiers)."""
-        if self.fqdn:
+        """The address for ``prefix`` (16 bytes, identifier zero) by :attr:`iid_method`:
+
+        - ``"stable"``: RFC 7217 section 5 with Net_Iface the MAC, Network_ID empty, the
+          ``dad_counter`` and the secret key (see :mod:`lwstack.iface.config`); each counter
+          gives another address, so SLAAC retries a duplicate (section 6);
+        - ``"hash"``: iothaddr's hash of the fqdn; ``"eui64"``: modified EUI-64 of the MAC.
+          The counter changes neither, so a duplicate is final (RFC 4862 5.4.5).
+        """
+        method = self.iid_method
+        if method == "stable":
+            return addrgen.combine(prefix, addrgen.stable_privacy_iid(
+                prefix, self.mac, NETWORK_ID, dad_counter, self._iid_secret))
+        if method == "hash":
             return addrgen.hash_address(prefix, self.fqdn)
         return addrgen.eui64_address(prefix, self.mac)
 
@@ -226,8 +250,9 @@ class Ipv6Host:
     def ipv6_pending(self):
         """What IPv6 still waits for, as a short text, or None when :meth:`ipv6_configured`."""
         if self.ipv6_disabled:
-            return "IPv6 (disabled: " + ("link MTU below 1280)" if self.mtu < MIN_MTU
-                                          else "duplicate link-local address)")
+            if self.mtu < MIN_MTU:
+                return "IPv6 (disabled: link MTU below 1280)"
+            return "IPv6 (disabled: " + self._final_text("link-local") + ")"
         if self.link_local is None:
             return "IPv6 link-local address (DAD)"
         missing = [addr6_to_str(a) for a in sorted(self._static6 - self._local6)]
@@ -238,6 +263,9 @@ class Ipv6Host:
         if self.want_global6 and not any(
                 a.state == PREFERRED and not is_link_local(a.addr)
                 for a in self.addresses6.values()):
+            if self._dad_final is not None and self._dad_final[1] == "slaac":
+                return "IPv6 global address (SLAAC or DHCPv6; " + self._final_text("slaac") \
+                    + ")"
             return "IPv6 global address (SLAAC or DHCPv6)"
         if self.slaac.managed and self.dhcp6 is not None and \
                 self.dhcp6.client.mode == "stateful" and \
@@ -245,6 +273,20 @@ class Ipv6Host:
                         for a in self.addresses6.values()):
             return f"DHCPv6 lease ({self.dhcp6.client.state})"
         return None
+
+    def _final_text(self, origin):
+        """Why the last duplicate ``origin`` address was final, as a short text."""
+        final = self._dad_final
+        label = "SLAAC" if origin == "slaac" else origin
+        if final is None or final[1] != origin:
+            return f"duplicate {label} address"
+        addr, _, why = final
+        if why == SAME_IDENTIFIER:
+            because = (f"iid={self.iid_method} gives the same address on every try, "
+                       "RFC 4862 5.4.5")
+        else:
+            because = f"{self.slaac.idgen_retries} new addresses were in use too, RFC 7217 6"
+        return f"duplicate {label} address {addr6_to_str(addr)}, final: {because}"
 
     def path_mtu(self, dst, now):
         """The MTU to send to ``dst`` (4 or 16 bytes) with: the path MTU learnt from ICMP
@@ -287,6 +329,8 @@ class Ipv6Host:
             entry = self.addresses6.get(record[1])
             if entry is not None:
                 entry.state = PREFERRED if kind == "address_preferred" else DEPRECATED
+                if self._dad_final is not None and self._dad_final[1] == entry.origin:
+                    self._dad_final = None      # an address of that kind made it after all
                 self._addresses6_changed(now)
         elif kind == "address_removed":
             _, addr, reason = record
@@ -299,6 +343,13 @@ class Ipv6Host:
                 self.stats["ipv6_dad_failed"] += 1
                 if self.dhcp6 is not None:
                     self.dhcp6.address_conflict(addr, now)
+        elif kind == "dad_retry":
+            self.stats["ipv6_dad_retry"] += 1
+        elif kind == "dad_final":
+            _, addr, origin, why = record
+            self._dad_final = (addr, origin, why)
+            self.stats["ipv6_dad_final"] += 1
+            self.stats["ipv6_dad_final." + why] += 1
         elif kind == "disabled":
             self.ipv6_disabled = True
             self.stats["ipv6_disabled_duplicate_link_local"] += 1

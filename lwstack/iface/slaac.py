@@ -17,10 +17,12 @@ Design note.  :class:`Slaac` keeps the interface's IPv6 address table.  Each add
   Each probe carries a random Nonce option (RFC 7527) so a looped-back copy of our own probe
   is not taken for another node's.
 - A duplicate SLAAC or link-local address is generated again with ``dad_counter + 1`` after a
-  random delay in [0, IDGEN_DELAY], up to IDGEN_RETRIES times (RFC 7217 section 6).  When the
+  random delay in [0, IDGEN_DELAY], up to IDGEN_RETRIES times (RFC 7217 section 6); a counter
+  whose address the interface already has is skipped (RFC 7217 section 5).  When the
   generator gives the same address again (EUI-64 and hash identifiers do), there is nothing to
-  retry.  A SLAAC prefix that failed keeps a DUPLICATE placeholder until its valid lifetime
-  ends, so each further RA does not start the same failure again.
+  retry: the duplicate is final (RFC 4862 5.4.5), and a ``dad_final`` event says which of the
+  two ended it.  A SLAAC prefix that failed keeps a DUPLICATE placeholder until its valid
+  lifetime ends, so each further RA does not start the same failure again.
 - The link-local address comes first (fe80::/64 + identifier).  Router solicitations start
   when it is assigned (as Linux does, so they carry a source address and the SLLA option):
   a random delay in [0, 1] s, then MAX_RTR_SOLICITATIONS RS RTR_SOLICITATION_INTERVAL apart,
@@ -49,6 +51,13 @@ injected ``rng``.  Everything the host must do is appended to ``outbox``, in ord
 - ``("address_removed", addr, reason)``: reason ``"expired"``, ``"duplicate"`` or ``"removed"``
   (a duplicate is reported even before its ``address_added``, so a DHCPv6 client can decline it).
   A ``"duplicate"`` SLAAC or link-local address may be followed by a new tentative one.
+- ``("dad_retry", old, new, counter)``: the duplicate SLAAC or link-local address ``old``
+  is replaced by the tentative ``new`` made with DAD counter ``counter`` (RFC 7217 section 6;
+  its ``address_added`` comes with its first probe, after a delay up to IDGEN_DELAY).
+- ``("dad_final", addr, origin, why)``: the duplicate SLAAC or link-local ``addr`` is not
+  replaced: ``why`` is :data:`SAME_IDENTIFIER` (the generator ignores the DAD counter, as
+  EUI-64 and hash identifiers do) or :data:`RETRIES_EXHAUSTED` (IDGEN_RETRIES new addresses
+  were duplicates too).  For the link-local address ``disabled`` follows.
 - ``("disabled", reason)``: the link-local address is a duplicate; IPv6 should stop (5.4.5).
 - ``("hop_limit", n)``, ``("mtu", n)``, ``("reachable_time", s)``, ``("retrans_timer", s)``:
   RA parameters that changed.  :class:`lwstack.iface.ndp.NeighbourDiscovery` applies the last two
@@ -75,6 +84,12 @@ IDGEN_DELAY = 1.0
 TWO_HOURS = 7200.0
 # RFC 8200 section 5.
 IPV6_MIN_MTU = 1280
+
+#: Why a duplicate SLAAC or link-local address was not generated again (``dad_final``):
+#: the generator gives the same address whatever the DAD counter (EUI-64, hash identifiers;
+#: RFC 4862 5.4.5: manual intervention), or IDGEN_RETRIES new addresses were duplicates too.
+SAME_IDENTIFIER = "same_identifier"
+RETRIES_EXHAUSTED = "retries_exhausted"
 
 TENTATIVE = "tentative"
 PREFERRED = "preferred"
@@ -355,14 +370,21 @@ class Slaac:
         self.outbox.append(("address_removed", entry.addr, "duplicate"))
         if entry.origin not in (LINK_LOCAL, AUTOCONF):
             return
-        counter = entry.dad_counter + 1
-        if counter <= self.idgen_retries:
+        why = RETRIES_EXHAUSTED
+        for counter in range(entry.dad_counter + 1, self.idgen_retries + 1):
             addr = self._generate(entry.prefix, counter)
-            if addr != entry.addr and addr not in self.addresses:
-                self.stats["dad_retry"] += 1
-                self._new(addr, entry.prefix_len, entry.prefix, entry.origin, counter,
-                          entry.preferred_until, entry.valid_until, now, IDGEN_DELAY)
-                return
+            if addr == entry.addr:
+                why = SAME_IDENTIFIER       # EUI-64, hash: the counter changes nothing
+                break
+            if addr in self.addresses:
+                continue    # RFC 7217 5: an identifier this prefix already has: next counter
+            self.stats["dad_retry"] += 1
+            self.outbox.append(("dad_retry", entry.addr, addr, counter))
+            self._new(addr, entry.prefix_len, entry.prefix, entry.origin, counter,
+                      entry.preferred_until, entry.valid_until, now, IDGEN_DELAY)
+            return
+        self.stats["dad_final." + why] += 1
+        self.outbox.append(("dad_final", entry.addr, entry.origin, why))
         if entry.origin == LINK_LOCAL:
             self.disabled = True
             self._rs_at = None

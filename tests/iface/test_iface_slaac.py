@@ -158,7 +158,8 @@ def test_ns_from_another_node_makes_link_local_duplicate_and_rfc7217_retries():
     s = slaac()
     when, _ = start_dad(s)
     assert s.receive_ns(ll(), ndp.UNSPECIFIED, when + 0.5, nonce=b"other1") is True
-    assert s.outbox == [("address_removed", ll(), "duplicate")]
+    assert s.outbox == [("address_removed", ll(), "duplicate"),
+                        ("dad_retry", ll(), ll(counter=1), 1)]
     assert s.is_tentative(ll(counter=1)) and ll() not in s.addresses
     s.outbox.clear()
     log = run(s, when + 10.0)
@@ -191,7 +192,8 @@ def test_conflict_during_the_initial_delay_is_a_duplicate_too():
     s = slaac()
     s.start(0.0)
     assert s.receive_ns(ll(), ndp.UNSPECIFIED, 0.0) is True
-    assert s.outbox == [("address_removed", ll(), "duplicate")]
+    assert s.outbox[0] == ("address_removed", ll(), "duplicate")
+    assert s.outbox[1][0] == "dad_retry"
 
 
 def test_link_local_duplicate_with_hardware_identifier_disables_ipv6():
@@ -199,6 +201,7 @@ def test_link_local_duplicate_with_hardware_identifier_disables_ipv6():
     when, _ = start_dad(s)
     s.receive_ns(ll(eui64), ndp.UNSPECIFIED, when + 0.5)
     assert s.outbox == [("address_removed", ll(eui64), "duplicate"),
+                        ("dad_final", ll(eui64), "link-local", "same_identifier"),
                         ("disabled", "duplicate link-local address")]
     assert s.disabled and s.addresses == {}
     s.outbox.clear()
@@ -213,8 +216,9 @@ def test_link_local_gives_up_after_idgen_retries():
         s.receive_na(ll(counter=counter), when)
     assert [r for r in s.outbox if r[0] == "address_removed"] == [
         ("address_removed", ll(counter=c), "duplicate") for c in range(4)]
-    assert s.outbox[-1] == ("disabled", "duplicate link-local address")
-    assert s.stats["dad_retry"] == 3
+    assert s.outbox[-2:] == [("dad_final", ll(counter=3), "link-local", "retries_exhausted"),
+                             ("disabled", "duplicate link-local address")]
+    assert s.stats["dad_retry"] == 3 and s.stats["dad_final.retries_exhausted"] == 1
 
 
 def test_queries_after_dad():
@@ -345,7 +349,8 @@ def test_hardware_identifier_global_duplicate_is_not_retried():
     s.receive_ra(ra([pio()]), 0.0)
     s.receive_na(eui64(PREFIX, 0), 0.0)
     assert s.stats["dad_retry"] == 0 and s.addresses[eui64(PREFIX, 0)].state == DUPLICATE
-    assert not s.disabled
+    assert s.outbox[-1] == ("dad_final", eui64(PREFIX, 0), "slaac", "same_identifier")
+    assert s.stats["dad_final.same_identifier"] == 1 and not s.disabled
 
 
 def test_address_table_is_bounded():
