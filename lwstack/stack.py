@@ -1,6 +1,7 @@
 """``lwstack.Stack``: a network identity (MAC, addresses, routes) owned by a program or thread."""
 import atexit
 import random
+import secrets
 import threading
 import time
 import weakref
@@ -85,6 +86,10 @@ class Stack:
                 raise TypeError("network must be a locator string, a MemorySwitch, a MemoryPort "
                                 f"or a VirtualNetwork, not {type(network).__name__}")
             driver = ThreadedDriver(phy) if driver_factory is None else driver_factory(phy)
+            if self.config.iid == "stable" and self.config.secret_key is None:
+                # RFC 7217 section 5 (and RFC 4086): the key must be unpredictable, which a
+                # seeded random.Random is not; virtual networks keep their seeded key.
+                self.config.secret_key = secrets.token_bytes(32)
         self.driver = driver
         self.dhcp4 = None
         with driver.lock:
