@@ -67,7 +67,7 @@ def extensions():
     return modules
 
 
-TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwperf", "lwrouter"]
+TOOLS = ["lwswitch", "lwecho", "lwping", "lwdemo", "lwperf", "lwrouter", "lwrun"]
 
 setup(
     name="lwstack",
@@ -85,8 +85,10 @@ setup(
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=["dpkt>=1.9", "python-pytun>=2.4", "netifaces-plus>=0.12"],
+    # requests, httpx, aiohttp, pyftpdlib and aiosmtpd: unmodified programs under lwrun.
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6",
-                             "cryptography>=3.1"]},
+                             "cryptography>=3.1", "requests>=2.25", "httpx>=0.23",
+                             "aiohttp>=3.8", "pyftpdlib>=1.5.7", "aiosmtpd>=1.4"]},
     entry_points={"console_scripts": [f"{name} = {name}:main" for name in TOOLS]},
     zip_safe=False,
 )

@@ -74,6 +74,9 @@ _WRITE_CHUNK = 65536
 #: gh-115627) raise the socket's OSError, as the handshake and ``unwrap`` always do.
 _EOF_ON_ERROR = frozenset(("read", "write")) if (3, 10) <= _sys.version_info[:2] < (3, 13) \
     else frozenset()
+#: The stdlib's socket class as it was at import: the launcher (:mod:`lwstack.launcher`)
+#: replaces ``socket.socket`` later, and :meth:`SSLSocket.makefile` borrows the real one's.
+_KERNEL_SOCKET = _stdlib.socket
 
 
 def _is_socket_timeout(exc):
@@ -771,7 +774,7 @@ class SSLSocket:
 
     def makefile(self, mode="r", buffering=None, *, encoding=None, errors=None, newline=None):
         """A file object over the TLS stream, exactly as :meth:`socket.socket.makefile`."""
-        return _stdlib.socket.makefile(self, mode, buffering, encoding=encoding, errors=errors,
+        return _KERNEL_SOCKET.makefile(self, mode, buffering, encoding=encoding, errors=errors,
                                        newline=newline)
 
     def _decref_socketios(self):
