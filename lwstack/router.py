@@ -23,7 +23,9 @@ and for IPv6 (the host's router side, :meth:`lwstack.iface.host.Host.start_route
   M and O flags are set when the DHCPv6 server runs;
 - a DHCPv6 server (``dhcp6="FIRST-LAST"`` or ``"hash"``, :mod:`lwstack.proto.dhcp6_server`):
   IA_NA leases from the range, or the iothaddr hash address of each client's FQDN in the
-  prefix (namedhcp-style), the router as name server and ``domain`` as search list.  With
+  prefix (namedhcp-style), the router as name server and ``domain`` as search list, and
+  the Preference option at 255 (RFC 8415 18.2.1: as the link's DHCPv6 server it lets
+  clients go on at once instead of collecting advertisements for a second).  With
   the DNS server, a DHCPv6 client is named like a DHCPv4 one: by the name in its Client
   FQDN option (RFC 4704; the reply's S flag says the router did the update), else by the
   name of the DHCPv4 lease held by the MAC in its DUID (DUID-LL or DUID-LLT), while its
@@ -164,13 +166,14 @@ class _RouterDhcp6Server(Dhcp6Server):
         except WireError:
             return
         parts = ["DHCP" + dhcp6wire.MESSAGE_NAMES[msg.msg_type]]
+        server = msg.msg_type in (dhcp6wire.ADVERTISE, dhcp6wire.REPLY)
+        # A server's addresses with lifetimes 0 are ones it takes back: not shown.
         parts += [addr6_to_str(a.address) for ia in msg.ia_na for a in ia.addresses
-                  if a.valid or msg.msg_type in (dhcp6wire.RELEASE, dhcp6wire.DECLINE)]
+                  if a.valid or not server]
         if msg.client_id is not None:
             mac = _mac_of(msg.client_id)
             parts.append(mac.hex(":") if mac is not None else msg.client_id.hex(":"))
-        if msg.fqdn is not None and msg.fqdn.name and msg.msg_type != dhcp6wire.REPLY and \
-                msg.msg_type != dhcp6wire.ADVERTISE:
+        if msg.fqdn is not None and msg.fqdn.name and not server:
             parts.append(msg.fqdn.name)
         self.on_log(" ".join(parts))
 
@@ -277,7 +280,7 @@ class Router:
         server = _RouterDhcp6Server(
             duid_ll(host.mac), pool=pool, hash_base=hash_base, prefix=prefix,
             dns_servers=[own] if dns and own is not None else [],
-            domains=[self.domain] if self.domain else [], register_names=dns,
+            domains=[self.domain] if self.domain else [], register_names=dns, preference=255,
             on_log=self.log, on_leases_change=self._leases6_changed if dns else None)
         self.dhcp6_server = host.start_dhcp6_server(server, now)
 
@@ -435,7 +438,10 @@ class Router:
 
     def describe(self):
         """One line saying what this router serves."""
-        parts = [f"{', '.join(self.stack.addresses)} ({self.stack.mac})"]
+        # The configured addresses: IPv6 ones may still be in DAD (not in stack.addresses).
+        addresses = [a for a in self.stack.addresses if ":" not in a] + \
+            [f"{addr6_to_str(i.address)}/{i.prefix_len}" for i in self.stack.config.addresses6]
+        parts = [f"{', '.join(addresses)} ({self.stack.mac})"]
         if self.dhcp_server is not None:
             server = self.dhcp_server.server
             parts.append(f"DHCP {addr_to_str(server._first.to_bytes(4, 'big'))}-"

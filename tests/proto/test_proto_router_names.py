@@ -189,3 +189,17 @@ def test_dns_server_removes_one_record_by_its_data():
     assert server.remove(ptr) == 1                          # h.lan's PTR stayed
     with pytest.raises(ValueError, match="needs its type"):
         server.remove("h.lan", data="10.0.0.5")
+
+
+def test_the_router_is_the_links_preferred_dhcpv6_server_and_says_its_addresses(lan):
+    net, router, _, _ = lan
+    solicit = w.Message(w.SOLICIT, 99, client_id=w.duid_ll(bytes.fromhex("020000000061")),
+                        ia_na=[w.IaNa(1)])
+    server = router.dhcp6_server.server
+    with router.stack.driver.lock:
+        server.receive(solicit.emit(), CLIENT_LL, router.stack.driver.now())
+        advertise = w.parse_message(server.outbox[-1][5])
+    # RFC 8415 18.2.1: 255 lets the client request at once, not wait out its first RT.
+    assert (advertise.msg_type, advertise.preference) == (w.ADVERTISE, 255)
+    # Its IPv6 address is listed while still in DAD (the line is printed at start).
+    assert router.describe().startswith("10.0.0.1/24, fd00::1/64 (02:00:00:00:00:01); ")
