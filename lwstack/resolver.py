@@ -18,9 +18,11 @@ Where the answer comes from, in order (like ``hosts: files myhostname dns``):
 - numeric hosts (``inet_aton``'s forms for IPv4: ``127.1``, ``0x7f.1``; IPv6 with a numeric
   ``%scope``), ``localhost`` (127.0.0.1 and ::1);
 - the stack's static :class:`~lwstack.proto.hosts.HostsTable` (``stack.hosts``), then the
-  stack's own name (``fqdn=`` and its first label: the stack's current addresses, as
-  systemd's nss-myhostname answers), then DNS through the stack's resolver (search domains,
-  cache, TCP fallback: :mod:`lwstack.proto.dns`).
+  stack's own name (``fqdn=`` and its first label: the stack's current addresses of both
+  families, link-local included, as systemd's nss-myhostname answers), then DNS through the
+  stack's resolver (search domains, cache, TCP fallback: :mod:`lwstack.proto.dns`).
+  Link-local results carry the stack's interface index as their scope id (the stack has one
+  interface; Linux refuses a link-local destination without one).
 
 Several addresses are ordered by RFC 6724's destination rules
 (:func:`lwstack.iface.addrselect.sort_destinations`) with the stack's own addresses as the
@@ -41,6 +43,7 @@ import os as _os
 import socket as _stdlib
 
 from lwstack.iface.addrselect import LocalAddress, sort_destinations
+from lwstack.iface.host6 import IFINDEX
 from lwstack.proto.dns import TYPE_A, TYPE_AAAA
 
 # glibc's EAI_* values and gai_strerror() texts.
@@ -194,20 +197,18 @@ def _strtoul(text):
 # -- the stack's view ------------------------------------------------------------------------
 
 def _own_addresses(host):
-    """The stack's addresses for RFC 6724 and AI_ADDRCONFIG.  (IPv6 joins here with the
-    host's IPv6 addresses once the stack has them.)"""
-    return [LocalAddress(i.address, i.prefix_len) for i in host.interfaces]
+    """The stack's usable addresses of both families, for RFC 6724 and AI_ADDRCONFIG."""
+    return [LocalAddress(i.address, i.prefix_len) for i in host.interfaces] + \
+        host.source_addresses6
 
 
 def _source_for(host, local):
     def source_for(dst):
-        if len(dst) != 4:
-            return None          # no IPv6 in the stack yet: no source, sorted last
         try:
             src, _ = host.route(dst)
         except OSError:
-            return None
-        return next((a for a in local if a.addr == src), LocalAddress(src, 32))
+            return None          # unreachable: RFC 6724 rule 1 sorts it last
+        return next((a for a in local if a.addr == src), LocalAddress(src, len(src) * 8))
     return source_for
 
 
@@ -356,8 +357,10 @@ def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0, *, stack=None):
             addr = _MAPPED + addr
         af = AF_INET if len(addr) == 4 else AF_INET6
         text = _text(addr)
+        # A link-local address is usable only with its interface: the stack has one.
+        zone = scope or (IFINDEX if addr[:1] == b"\xfe" and addr[1] & 0xC0 == 0x80 else 0)
         for kind, protocol, number in services:
-            sockaddr = (text, number) if af == AF_INET else (text, number, 0, scope)
+            sockaddr = (text, number) if af == AF_INET else (text, number, 0, zone)
             result.append((_stdlib.AddressFamily(af), _stdlib.SocketKind(kind), protocol,
                            canonical if not result and flags & _stdlib.AI_CANONNAME else "",
                            sockaddr))

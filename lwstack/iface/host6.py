@@ -233,6 +233,12 @@ class Ipv6Host:
         """Every IPv6 address with its state: ``[Address6]`` (tentative ones included)."""
         return list(self.addresses6.values())
 
+    @property
+    def source_addresses6(self):
+        """The IPv6 addresses usable as sources (past DAD, preferred or deprecated), as RFC
+        6724's :class:`~lwstack.iface.addrselect.LocalAddress` (a list not to modify)."""
+        return self._sources6
+
     def ipv6_configured(self):
         """True once IPv6 is as configured, for a "stack configured" wait:
 

@@ -279,12 +279,6 @@ def test_one_dnsmasq_configures_auto_for_both_families(lwswitch, dnsmasq_dual):
 #: lwstack/resolver.py ``_own_addresses(host)`` lists ``host.interfaces`` (IPv4) only, its
 #: docstring still saying IPv6 "joins here ... once the stack has them"; ``_source_for``
 #: likewise returns no source for any IPv6 destination.
-OWN_IPV6_BUG = ("resolver: _own_addresses() leaves out the stack's IPv6 addresses, so its "
-                "own name has no SLAAC address, its SLAAC address no name, and AI_ADDRCONFIG "
-                "drops AAAA answers on a dual-stack stack")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=OWN_IPV6_BUG)
 def test_the_stack_knows_its_own_ipv6_addresses_by_name(lwswitch, dnsmasq_dual):
     """glibc's ``hosts: files myhostname dns`` (which lwstack.resolver says it follows):
     the stack's own name is all its addresses, each of them has its name, and AI_ADDRCONFIG

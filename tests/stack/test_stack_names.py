@@ -101,6 +101,27 @@ def test_localhost_and_the_stacks_own_name():
     assert lws.gethostname(stack=bare) == "localhost"
 
 
+def test_the_stacks_own_name_has_its_ipv6_addresses_too():
+    # glibc's "myhostname": every address of the stack, both families, once past DAD.
+    net = VirtualNetwork(seed=4)
+    stack = net.stack("ip=10.0.0.2/24,ip=fd00::2/64,fqdn=web.example.org")
+    stack.wait_configured(10)
+    with stack.as_default():
+        found = {info[4][0] for info in lws.getaddrinfo("web", 80, type=socket.SOCK_STREAM)}
+        assert found == {"10.0.0.2", "fd00::2", stack.link_local}   # as systemd's myhostname
+        six = {info[4][0]: info[4][3] for info in lws.getaddrinfo("web", 80, socket.AF_INET6)}
+        assert six.keys() == {"fd00::2", stack.link_local}
+        assert six["fd00::2"] == 0 and six[stack.link_local] != 0      # its scope id
+        assert lws.gethostbyaddr("fd00::2") == ("web.example.org", [], ["fd00::2"])
+    v6only = net.stack("ip=fd00::3/64,fqdn=six")
+    v6only.wait_configured(10)
+    # AI_ADDRCONFIG keeps IPv6 answers on a stack whose only global address is IPv6.
+    v6only.hosts = HostsTable.parse("fd00::9 db\n10.0.0.9 db\n")
+    assert [info[4][0] for info in lws.getaddrinfo("db", 80, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_ADDRCONFIG, stack=v6only)] \
+        == ["fd00::9"]
+
+
 def test_the_hosts_table_answers_first(stack):
     stack.hosts = HostsTable.parse("10.9.9.9 db.internal db\n10.9.9.10 db.internal\n")
     assert lws.gethostbyname_ex("db", stack=stack) == ("db.internal", ["db"], ["10.9.9.9"])
