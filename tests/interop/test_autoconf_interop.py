@@ -276,9 +276,6 @@ def test_one_dnsmasq_configures_auto_for_both_families(lwswitch, dnsmasq_dual):
     assert wait_for(lambda: not {address4, address6} & set(open(leases).read().split()), 5)
 
 
-#: lwstack/resolver.py ``_own_addresses(host)`` lists ``host.interfaces`` (IPv4) only, its
-#: docstring still saying IPv6 "joins here ... once the stack has them"; ``_source_for``
-#: likewise returns no source for any IPv6 destination.
 def test_the_stack_knows_its_own_ipv6_addresses_by_name(lwswitch, dnsmasq_dual):
     """glibc's ``hosts: files myhostname dns`` (which lwstack.resolver says it follows):
     the stack's own name is all its addresses, each of them has its name, and AI_ADDRCONFIG
