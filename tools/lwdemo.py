@@ -1,14 +1,16 @@
 """lwdemo: the Internet of Threads in one command.
 
-Starts a virtual switch in a temporary directory and a router on it (``lwrouter``: DHCP and
-DNS for the LAN), then a first process (A) that gets its address by DHCP and echoes UDP, then
-plugs this process (B) in, also configured by DHCP; B finds A by name through the router's
-DNS, pings it and exchanges UDP datagrams with it, shows the switch's view of its ports and
-the router's log, and cleans everything up.  No root, no change to the host's network.
+Starts a virtual switch in a temporary directory and a router on it (``lwrouter``: DHCPv4,
+IPv6 router advertisements, DHCPv6 and DNS for the LAN), then a first process (A) that
+configures itself with ``auto`` (a DHCPv4 lease, SLAAC and DHCPv6 addresses) and echoes UDP
+on both families, and plugs this process (B) in beside it, configured the same way; B finds A
+by name through the router's DNS (A and AAAA records), pings it and exchanges UDP datagrams
+with it over IPv4 and IPv6, shows the switch's view of its ports and the router's log, and
+cleans everything up.  No root, no change to the host's network.
 """
 import argparse
+import ipaddress
 import os
-import selectors
 import signal
 import socket
 import struct
@@ -20,13 +22,18 @@ import time
 
 import lwcli
 
-ROUTER_CONF = "ip=10.0.0.1/24,fqdn=router.lan"
+ROUTER_CONF = "ip=10.0.0.1/24,ip=fd00:10::1/64,fqdn=router.lan"
 DHCP_RANGE = "10.0.0.100-10.0.0.199"
+PREFIX = "fd00:10::/64"
+DHCP6_RANGE = "fd00:10::100-fd00:10::1ff"
 DOMAIN = "lan"
 PEER_NAME = "echo"
-OWN_CONF = "dhcp,fqdn=demo"
-#: Seconds to wait for a lease (the router hands one out in about a second).
-LEASE_TIMEOUT = 15
+OWN_CONF = "auto,fqdn=demo"
+#: Seconds to wait for the configuration (it takes about four: RFC 4862's random delay and
+#: duplicate address detection, router solicitation, the DHCPv4 and DHCPv6 exchanges).
+CONFIG_TIMEOUT = 15
+#: How process A ends the description of itself.
+READY = "echoing UDP port 7 over IPv4 and IPv6"
 
 
 def main(argv=None):
@@ -73,29 +80,38 @@ class _Children:
 
 
 class _Lines:
-    """Every line a long-running child prints, collected by a thread (its pipe never
-    fills up)."""
+    """Every line a child prints, collected by a thread (its pipe never fills up), for
+    :meth:`next` to hand out in order and for the demo to show at the end."""
 
-    def __init__(self, proc):
+    def __init__(self, proc, what):
         self.lines = []
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
+        self._proc = proc
+        self._what = what
+        self._taken = 0
+        self._ended = False
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self, proc):
-        for line in proc.stdout:
-            self.lines.append(line.rstrip())
+    def _read(self):
+        for line in self._proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip())
+                self._cond.notify_all()
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
 
-
-def _read_line(proc, timeout, what):
-    """The child's next output line, or an error naming what did not start."""
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    if not selector.select(timeout):
-        raise OSError(f"{what} did not start within {timeout:g} s")
-    line = proc.stdout.readline().rstrip()
-    if not line and proc.poll() is not None:
-        raise OSError(f"{what} exited with status {proc.returncode}")
-    return line
+    def next(self, timeout):
+        """The next line not yet taken; OSError naming the child if none comes in time."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._taken < len(self.lines) or self._ended,
+                                       timeout):
+                raise OSError(f"{self._what} did not start within {timeout:g} s")
+            if self._taken == len(self.lines):
+                self._proc.wait()
+                raise OSError(f"{self._what} exited with status {self._proc.returncode}")
+            self._taken += 1
+            return self.lines[self._taken - 1]
 
 
 def _wait_for_path(path, proc, timeout, what):
@@ -144,9 +160,9 @@ def _demo(args):
     mgmt = os.path.join(workdir, "mgmt")
     locator = f"vde://{switch_dir}"
     try:
-        say("lwdemo: processes with their own MAC and IPv4 addresses on a virtual switch, given")
-        say("        by DHCP and found by name, with no root and no change to this machine's "
-            "network.\n")
+        say("lwdemo: processes with their own MAC, IPv4 and IPv6 addresses on a virtual switch,")
+        say("        given by DHCP and SLAAC and found by name, with no root and no change to")
+        say("        this machine's network.\n")
         say(f"[1] Starting a virtual Ethernet switch: lwswitch -s {switch_dir} -M {mgmt}")
         switch = children.start("lwswitch", "-s", switch_dir, "-M", mgmt)
         _wait_for_path(os.path.join(switch_dir, "ctl"), switch, 10, "lwswitch")
@@ -154,70 +170,128 @@ def _demo(args):
         say(f"    switch running (pid {switch.pid}); vde2 tools can plug in too: "
             f"vde_plug {locator}\n")
 
-        router_argv = ["--net", locator, "--conf", ROUTER_CONF, "--dhcp", DHCP_RANGE, "--dns",
-                       "--domain", DOMAIN]
-        say(f"[2] Starting a router for the LAN: lwrouter {' '.join(router_argv)}")
+        router_argv = ["--net", locator, "--conf", ROUTER_CONF, "--dhcp", DHCP_RANGE,
+                       "--ra", PREFIX, "--dhcp6", DHCP6_RANGE, "--dns", "--domain", DOMAIN]
+        say("[2] Starting a router for the LAN:")
+        say(f"    lwrouter {' '.join(router_argv[:6])}")
+        say(f"             {' '.join(router_argv[6:])}")
         router = children.start("lwrouter", *router_argv)
-        say(f"    router (pid {router.pid}) says: {_read_line(router, 10, 'lwrouter')}\n")
-        router_log = _Lines(router)
+        router_log = _Lines(router, "lwrouter")
+        say(f"    router (pid {router.pid}) says: {router_log.next(10)}\n")
 
-        say(f"[3] Starting process A, named {PEER_NAME!r}, configured by DHCP "
-            f"(--conf dhcp,fqdn={PEER_NAME}):")
+        say(f"[3] Starting process A, named {PEER_NAME!r}, configured automatically "
+            f"(--conf auto,fqdn={PEER_NAME}),")
+        say(f"    and plugging this process (B) in beside it with --conf {OWN_CONF}.")
         peer = children.start("lwdemo", "--peer", locator, PEER_NAME)
-        say(f"    A (pid {peer.pid}) says: "
-            f"{_read_line(peer, LEASE_TIMEOUT + 5, 'process A')}\n")
-
+        peer_lines = _Lines(peer, "process A")
         with lwstack.Stack(locator, OWN_CONF, description="lwdemo B") as stack:
-            started = time.monotonic()
-            stack.wait_configured(LEASE_TIMEOUT)
-            from lwstack.iface.autoconf import lease_summary
-            say(f"[4] This process (B, pid {os.getpid()}, MAC {stack.mac}) plugs in with "
-                f"--conf {OWN_CONF} and gets")
-            say(f"    {lease_summary(stack.dhcp4.lease)} in "
-                f"{time.monotonic() - started:.1f} s\n")
+            started = time.monotonic()           # B configures itself while A does
+            line = peer_lines.next(CONFIG_TIMEOUT + 5)
+            say(f"    A (pid {peer.pid}) says: {line}")
+            while line != READY:
+                line = peer_lines.next(5)
+                say(f"        {line}")
+            say("")
+            stack.wait_configured(CONFIG_TIMEOUT)
+            say(f"[4] B (pid {os.getpid()}, MAC {stack.mac}) was configured in "
+                f"{time.monotonic() - started:.1f} s:")
+            for line in describe(stack):
+                say(f"    {line}")
+            say("")
             say(f"[5] B looks up {PEER_NAME!r} through the router's DNS (search domain "
                 f"{DOMAIN!r} from DHCP):")
             infos = lws.getaddrinfo(PEER_NAME, 7, type=lws.SOCK_DGRAM,
                                     flags=lws.AI_CANONNAME, stack=stack)
-            address = infos[0][4][0]
-            say(f"    getaddrinfo({PEER_NAME!r}, 7) -> {infos[0][3]} is {address}\n")
-            say(f"[6] B pings A ({address}) through the switch; ARP finds A's MAC first:")
-            replies = _ping(stack, lws, address, args.count)
-            say(f"    {replies}/{args.count} replies\n")
-            say("[7] B sends UDP datagrams to A's echo port 7 and reads the echoes:")
-            echoed = _udp_exchange(stack, address, args.count)
-            say(f"    {echoed}/{args.count} echoed intact\n")
+            v4 = next((i[4][0] for i in infos if i[0] == lws.AF_INET), None)
+            v6 = next((i[4][0] for i in infos if i[0] == lws.AF_INET6), None)
+            found = [f"{a} ({kind})" for a, kind in ((v4, "A"), (v6, "AAAA")) if a]
+            say(f"    getaddrinfo({PEER_NAME!r}, 7) -> {infos[0][3]} is {' and '.join(found)}")
+            if v6 is not None:
+                say("    (the AAAA record is A's DHCPv6 address: the router names the leases "
+                    "it gives;")
+                say("    it never learns SLAAC addresses, which hosts form on their own)")
+            say("")
+            total = ok = 0
+            for family, address, how in ((lws.AF_INET, v4, "ARP"),
+                                         (lws.AF_INET6, v6, "neighbour discovery")):
+                version = "IPv4" if family == lws.AF_INET else "IPv6"
+                if address is None:
+                    say(f"    no {version} address for {PEER_NAME!r}: skipping {version}\n")
+                    total += 2
+                    continue
+                step = 6 if family == lws.AF_INET else 7
+                say(f"[{step}] B pings A over {version} ({address}); {how} finds A's MAC "
+                    "first:")
+                replies = _ping(stack, lws, family, address, args.count)
+                say(f"    {replies}/{args.count} replies")
+                say("    and sends UDP datagrams to A's echo port 7, reading the echoes:")
+                echoed = _udp_exchange(stack, lws, family, address, args.count)
+                say(f"    {echoed}/{args.count} echoed intact\n")
+                total += 2
+                ok += (replies == args.count) + (echoed == args.count)
             say("[8] The switch's view, from its management console (port/print):")
             for line in _console(mgmt, "port/print"):
                 say(f"    {line}")
             say("")
-        time.sleep(0.2)                  # B's DHCPRELEASE reaches the router's log
+        time.sleep(0.2)                  # B's RELEASEs reach the router's log
         say("[9] What the router handed out (its log):")
-        for line in router_log.lines:
+        for line in router_log.lines[1:]:
             say(f"    {line}")
         say("")
-        ok = replies == args.count and echoed == args.count
         say("[10] Cleaning up: stopping A, the router and the switch, removing " + workdir)
-        say("done: " + ("every ping answered and every datagram echoed." if ok
-                        else "some replies were missing (see above)."))
-        return 0 if ok else 1
+        say("done: " + ("every ping answered and every datagram echoed, over IPv4 and IPv6."
+                        if ok == total else "some replies were missing (see above)."))
+        return 0 if ok == total else 1
     finally:
         children.stop()
         _remove_tree(workdir)
 
 
-def _peer(args):
-    """Process A: a stack configured by DHCP that echoes UDP port 7 (and answers ping)."""
-    import lwstack
+def describe(stack):
+    """What a configured stack got, as a few lines: the DHCPv4 lease, the IPv6 addresses by
+    origin (SLAAC, DHCPv6, link-local), the IPv6 default router and name servers."""
     from lwstack.iface.autoconf import lease_summary
+
+    lines = []
+    if stack.dhcp4 is not None and stack.dhcp4.lease is not None:
+        lines.append(f"IPv4 by DHCP: {lease_summary(stack.dhcp4.lease)}")
+    how = {"slaac": "by SLAAC", "dhcpv6": "by DHCPv6", "manual": "static",
+           "link-local": "link-local"}
+    order = list(how)
+    addresses = [f"{address} {how.get(origin, origin)}"
+                 for address, state, origin in sorted(
+                     stack.ipv6_addresses,
+                     key=lambda a: order.index(a[2]) if a[2] in order else len(order))
+                 if state != "tentative"]
+    if addresses:
+        lines.append("IPv6: " + ", ".join(addresses))
+    with stack.driver.lock:
+        routers = list(stack.host.nd.routers)
+    extra = [f"default router {ipaddress.ip_address(r)} (from its advertisement)"
+             for r in routers[:1]]
+    extra += [f"dns {s}" for s in stack.name_servers()[0] if ":" in s]
+    if extra:
+        lines.append("      " + ", ".join(extra))
+    return lines
+
+
+def _peer(args):
+    """Process A: a stack configured with ``auto`` that echoes UDP port 7 for both families
+    (one dual-stack socket) and answers ping."""
+    import lwstack
+    from lwstack import socket as lws
 
     locator, name = args.peer
     lwcli.stop_on_sigterm()
-    with lwstack.Stack(locator, f"dhcp,fqdn={name}", description=f"lwdemo peer {name}") as stack:
-        stack.wait_configured(LEASE_TIMEOUT)
-        with stack.socket() as sock:
-            sock.bind(("", 7))
-            print(f"got {lease_summary(stack.dhcp4.lease)}; echoing UDP port 7", flush=True)
+    with lwstack.Stack(locator, f"auto,fqdn={name}",
+                       description=f"lwdemo peer {name}") as stack:
+        stack.wait_configured(CONFIG_TIMEOUT)
+        with stack.socket(lws.AF_INET6) as sock:
+            sock.bind(("::", 7))         # IPV6_V6ONLY is off: IPv4 peers come as ::ffff:a.b.c.d
+            lines = describe(stack)
+            print(lines[0], flush=True)
+            for line in lines[1:] + [READY]:
+                print(line, flush=True)
             try:
                 while True:
                     data, source = sock.recvfrom(65535)
@@ -227,35 +301,43 @@ def _peer(args):
     return 0
 
 
-def _ping(stack, lws, peer, count):
-    with stack.socket(lws.AF_INET, lws.SOCK_DGRAM, lws.IPPROTO_ICMP) as sock:
+def _ping(stack, lws, family, peer, count):
+    if family == lws.AF_INET:
+        sock = stack.socket(lws.AF_INET, lws.SOCK_DGRAM, lws.IPPROTO_ICMP)
         sock.setsockopt(lws.IPPROTO_IP, lws.IP_RECVTTL, 1)
+        echo_request = 8
+    else:
+        sock = stack.socket(lws.AF_INET6, lws.SOCK_DGRAM, lws.IPPROTO_ICMPV6)
+        sock.setsockopt(lws.IPPROTO_IPV6, lws.IPV6_RECVHOPLIMIT, 1)
+        echo_request = 128
+    with sock:
         sock.connect((peer, 0))
         sock.settimeout(2.0)
         replies = 0
         for sequence in range(1, count + 1):
             started = time.perf_counter()
-            sock.send(struct.pack("!BBHHH", 8, 0, 0, 0, sequence) + bytes(range(56)))
+            sock.send(struct.pack("!BBHHH", echo_request, 0, 0, 0, sequence) + bytes(range(56)))
             try:
-                message, ancdata, _flags, (source, _port) = sock.recvmsg(2048, 64)
+                message, ancdata, _flags, address = sock.recvmsg(2048, 64)
             except TimeoutError:
                 say(f"    no reply to icmp_seq={sequence}")
                 continue
             elapsed = (time.perf_counter() - started) * 1000
             ttl = struct.unpack("i", ancdata[0][2])[0] if ancdata else 0
-            say(f"    {len(message)} bytes from {source}: icmp_seq={sequence} ttl={ttl} "
+            say(f"    {len(message)} bytes from {address[0]}: icmp_seq={sequence} ttl={ttl} "
                 f"time={elapsed:.3f} ms")
             replies += 1
         return replies
 
 
-def _udp_exchange(stack, peer, count):
-    with stack.socket() as sock:
+def _udp_exchange(stack, lws, family, peer, count):
+    with stack.socket(family) as sock:
         sock.connect((peer, 7))
         sock.settimeout(2.0)
+        own = sock.getsockname()[0]
         echoed = 0
         for number in range(1, count + 1):
-            message = f"datagram {number} from {stack.addresses[0].split('/')[0]}".encode()
+            message = f"datagram {number} from {own}".encode()
             started = time.perf_counter()
             sock.send(message)
             try:

@@ -102,17 +102,43 @@ def test_lwdemo_runs_end_to_end():
     result = run("lwdemo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "A (pid" in out and "says: got 10.0.0.100/24, gateway 10.0.0.1, dns 10.0.0.1, " \
-        "domain lan" in out
-    assert re.search(r"gets\n    10\.0\.0\.101/24, gateway 10\.0\.0\.1, dns 10\.0\.0\.1, "
-                     r"domain lan, lease 3600 s in \d+\.\d s", out)
-    assert "getaddrinfo('echo', 7) -> echo.lan is 10.0.0.100" in out
-    assert "3/3 replies" in out
-    assert "3/3 echoed intact" in out
+    assert "RA fd00:10::/64 M O; DHCPv6 fd00:10::100-fd00:10::1ff" in out
+    # Each process says what it got: a DHCPv4 lease, SLAAC and DHCPv6 addresses in the
+    # router's prefix, a link-local address, the router from its advertisements.
+    v4_lease = r"IPv4 by DHCP: (10\.0\.0\.10[01])/24, gateway 10\.0\.0\.1, dns 10\.0\.0\.1, " \
+        r"domain lan, lease 3600 s"
+    v6_addresses = r"IPv6: (fd00:10::[0-9a-f:]+)/64 by SLAAC, (fd00:10::10[01])/128 by DHCPv6, " \
+        r"fe80::[0-9a-f:]+/64 link-local"
+    router_line = r"default router fe80::[0-9a-f:]+ \(from its advertisement\), dns fd00:10::1"
+    peer = re.search(rf"A \(pid \d+\) says: {v4_lease}\n +{v6_addresses}\n +{router_line}\n"
+                     r" +echoing UDP port 7 over IPv4 and IPv6", out)
+    assert peer, out
+    own = re.search(rf"B \(pid \d+, MAC [0-9a-f:]{{17}}\) was configured in \d+\.\d s:\n"
+                    rf" +{v4_lease}\n +{v6_addresses}\n +{router_line}", out)
+    assert own, out
+    peer_v4, _, peer_v6 = peer.groups()
+    own_v4, _, own_v6 = own.groups()
+    assert {peer_v4, own_v4} == {"10.0.0.100", "10.0.0.101"}
+    assert {peer_v6, own_v6} == {"fd00:10::100", "fd00:10::101"}
+    # B finds A by name in both families: A from its DHCPv4 lease, AAAA from its DHCPv6 one.
+    assert f"getaddrinfo('echo', 7) -> echo.lan is {peer_v4} (A) and {peer_v6} (AAAA)" in out
+    for address in (peer_v4, peer_v6):
+        for sequence in (1, 2, 3):
+            assert re.search(rf"64 bytes from {re.escape(address)}: icmp_seq={sequence} "
+                             r"ttl=64 time=\d+\.\d+ ms", out), out
+    for address in (own_v4, own_v6):
+        for number in (1, 2, 3):
+            assert f"sent 'datagram {number} from {address}', echo came back intact" in out
+    assert out.count("3/3 replies") == 2
+    assert out.count("3/3 echoed intact") == 2
     assert "lwdemo peer echo" in out          # the switch console saw process A
-    assert re.search(r"lwrouter: DHCPACK 10\.0\.0\.101 [0-9a-f:]{17}", out)
-    assert "lwrouter: DHCPRELEASE 10.0.0.101" in out
-    assert "done: every ping answered and every datagram echoed." in out
+    assert f"lwrouter: DNS echo.lan -> {peer_v4}" in out
+    assert f"lwrouter: DNS echo.lan -> {peer_v6}" in out
+    assert re.search(rf"lwrouter: DHCPACK {own_v4} [0-9a-f:]{{17}}", out)
+    assert re.search(rf"lwrouter: DHCPREPLY {own_v6} [0-9a-f:]{{17}}", out)
+    assert f"lwrouter: DHCPRELEASE {own_v4}" in out       # B closed its stack
+    assert f"lwrouter: DHCPRELEASE {own_v6}" in out
+    assert "done: every ping answered and every datagram echoed, over IPv4 and IPv6." in out
 
 
 def test_lwrouter_leases_to_two_stacks_and_names_them(lwswitch, processes):
