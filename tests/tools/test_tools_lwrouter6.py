@@ -19,3 +19,27 @@ def test_lwrouter_ra_and_dhcp6_configure_an_auto6_stack(lwswitch, processes):
         servers, domains = stack.host.all_name_servers()
         assert bytes.fromhex("fd000000000000000000000000000001") in servers
         assert "lan" in domains
+
+
+def test_lwrouter_names_dhcpv6_clients_in_its_dns(lwswitch, processes):
+    from linereader import LineReader
+
+    from lwstack import socket as lws
+    proc = processes.python("lwrouter", "--net", lwswitch, "--conf",
+                            "ip=10.0.0.1/24,ip=fd00::1/64", "--dns", "--domain", "lan",
+                            "--ra", "fd00::/64", "--dhcp6", "fd00::100-fd00::1ff")
+    log = LineReader(proc)
+    assert log.take(1)[0].startswith("lwrouter: serving 10.0.0.1/24, fd00::1/64 (")
+    with lwstack.Stack(lwswitch, "auto6,mac=02:00:00:00:00:0b,fqdn=six") as six, \
+            lwstack.Stack(lwswitch, "auto6,mac=02:00:00:00:00:0c") as asker:
+        six.wait_configured(15)
+        asker.wait_configured(15)
+        leased = next(a for a, _, origin in six.ipv6_addresses if origin == "dhcpv6")
+        address = leased.split("/")[0]
+        infos = lws.getaddrinfo("six", 7, lws.AF_INET6, lws.SOCK_DGRAM, stack=asker)
+        assert [info[4][0] for info in infos] == [address]
+        assert lws.getfqdn(address, stack=asker) == "six.lan"
+    lines = log.take(9)      # SOLICIT, ADVERTISE, REQUEST, REPLY for each, and a name
+    assert "lwrouter: DHCPSOLICIT 02:00:00:00:00:0b six" in lines
+    assert f"lwrouter: DHCPREPLY {address} 02:00:00:00:00:0b" in lines
+    assert f"lwrouter: DNS six.lan -> {address}" in lines
