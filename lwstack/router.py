@@ -49,6 +49,7 @@ from lwstack.proto.ra_server import RaPrefix, RaServer, RouterConfig
 from lwstack.wire.dhcp6 import duid_ll
 from lwstack.wire.ipv6 import addr6_to_str, in_prefix, parse_prefix6, prefix_bytes
 from lwstack.iface.names import DnsServerService
+from lwstack.proto.dhcp4_server import BOUND as DHCP4_BOUND
 from lwstack.proto.dhcp4_server import Dhcp4Server
 from lwstack.proto.dns_server import DnsServer
 from lwstack.stack import Stack
@@ -366,7 +367,8 @@ class Router:
         by_mac = {}
         if self.dhcp_server is not None:
             bindings = self.dhcp_server.server.bindings.values()
-            by_mac = {b.chaddr: self._named4[b.addr] for b in bindings if b.addr in self._named4}
+            by_mac = {b.chaddr: self._named4[b.addr] for b in bindings
+                      if b.state == DHCP4_BOUND and b.addr in self._named4}
         wanted = {}
         for address, (fqdn, mac) in self._leases6.items():
             name = fqdn or by_mac.get(mac)
