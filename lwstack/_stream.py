@@ -10,6 +10,15 @@ with ``ETIMEDOUT`` for a TCP-level timeout, ``timeout`` for a socket timeout).
 Timeouts follow the stdlib: ``None`` blocks, ``0`` is non-blocking (``BlockingIOError``), a
 number bounds each call (``sendall`` as a whole, as CPython does since 3.5).
 
+``fileno()`` (:mod:`lwstack.readiness`) follows Linux's ``tcp_poll`` as ``select`` sees it
+(:meth:`StreamSocket._poll_state`): a listener is readable with a connection to accept and
+never writable; a connection in its handshake is neither; otherwise readable with data, after
+the peer's FIN, after ``shutdown(SHUT_RD)``, with a pending error, or once closed (POLLHUP: a
+fresh socket too), and writable when the send buffer is at most two thirds full, after our FIN
+(nothing more can block a send), once closed, or with a pending error.  A non-blocking
+``connect`` therefore completes by becoming writable, and a refused one is readable and
+writable with ``SO_ERROR`` set.
+
 AF_INET6 sockets take and give ``(host, port, flowinfo, scope_id)`` tuples, and are dual-stack
 as on Linux (``bindv6only=0``): one bound to ``::`` (or not bound) also talks IPv4, its IPv4
 peers appearing as ``::ffff:a.b.c.d``, unless ``IPV6_V6ONLY`` was set before it was bound.
@@ -23,7 +32,9 @@ import socket as _stdlib
 import struct as _struct
 
 from lwstack.proto.tcp import congestion as _congestion
-from lwstack.proto.tcp.connection import CLOSED, HANDSHAKE, MAX_BUFFER, TIME_WAIT
+from lwstack.proto.tcp.connection import (CLOSE_WAIT, CLOSED, ESTABLISHED, HANDSHAKE,
+                                          MAX_BUFFER, TIME_WAIT)
+from lwstack.readiness import READABLE as _READABLE, WRITABLE as _WRITABLE
 from lwstack.proto.tcp.table import ANY6 as _ANY6
 from lwstack.socket import (AF_INET6, IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, SHUT_RD,
                             SHUT_RDWR, SHUT_WR, SO_ERROR, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF,
@@ -49,6 +60,8 @@ _MIN_RCVBUF = 2304
 _DEFAULT_BACKLOG = min(_stdlib.SOMAXCONN, 128)
 #: ``::ffff:0:0/96``, IPv4-mapped IPv6 addresses (RFC 4291 section 2.5.5.2).
 _MAPPED = bytes(10) + b"\xff\xff"
+#: States where the send buffer decides writability (Linux: not SEND_SHUTDOWN, not closed).
+_SENDING = frozenset((ESTABLISHED, CLOSE_WAIT))
 
 
 class StreamSocket(socket):
@@ -79,12 +92,43 @@ class StreamSocket(socket):
         sock._table = parent._table
         sock._timeout = parent._default_child_timeout()
         sock._closed = False
+        sock._readiness = None
+        sock._fd = -1
+        sock._group = None
         sock._conn = conn
         conn.on_change = sock._driver.endpoint_changed
         sock._listener = None
         sock._read_shut = False
         sock._io_refs = 0
         return sock
+
+    # -- readiness (fileno) ------------------------------------------------------------------
+
+    def _poll_state(self):
+        """Linux's ``tcp_poll`` as ``select`` sees it (see the module docstring; lock held)."""
+        listener = self._listener
+        if listener is not None:
+            return _READABLE if listener.accept_queue else 0
+        conn = self._conn
+        if conn.error:
+            return _READABLE | _WRITABLE          # POLLERR
+        ready = _READABLE if conn.readable or self._read_shut else 0
+        state = conn.state
+        if state in _SENDING:
+            # sk_stream_is_writeable: free space at least half of what is queued.
+            if 3 * conn.send_queue_bytes <= 2 * conn.sndbuf:
+                ready |= _WRITABLE
+        elif state not in HANDSHAKE:
+            ready |= _WRITABLE                    # SEND_SHUTDOWN or closed: send won't block
+        return ready
+
+    def _watch_endpoints(self, ready):
+        ready.watch(self._conn)
+        if self._listener is not None:
+            ready.watch(self._listener)
+
+    def _dup_reset(self, twin):
+        twin._io_refs = 0
 
     def _default_child_timeout(self):
         # Accepted sockets start blocking (or with the default timeout), whatever the listener.
@@ -149,57 +193,64 @@ class StreamSocket(socket):
 
     def _connect(self, address, raise_timeout):
         addr, port = self._resolve_tcp(address)
-        conn = self._conn
         with self._driver.lock:
             try:
-                self._check_open()
-            except OSError as exc:
-                return exc.errno          # connect_ex returns EBADF/ENETDOWN as CPython does
-            if self._listener is not None:
-                return _errno.EISCONN     # Linux: a listener is not SS_UNCONNECTED
-            if addr == _ANY:
-                addr = b"\x7f\0\0\1" if not self._host.interfaces else \
-                    self._host.interfaces[0].address
-            elif addr == _ANY6:
-                # Linux connects to ::1; we have no loopback interface: one of our addresses.
-                own = sorted((a.addr for a in self._host.ipv6_addresses()
-                              if self._host.is_local(a.addr)), key=_needs_scope)
-                addr = own[0] if own else b"\0" * 15 + b"\1"
-            elif conn.remote_addr is None and _needs_scope(addr) and \
-                    not _scope_id(address) and not _needs_scope(conn.local_addr):
-                return _errno.EINVAL      # Linux: a link-local peer needs an interface
-            if conn.remote_addr is None:
-                try:
-                    self._table.connect(conn, addr, port, self._driver.now())
-                except OSError as exc:
-                    return exc.errno
-                finally:
-                    self._driver.after_call()
-            elif conn.state in HANDSHAKE:
-                if self._timeout is not None:
-                    # Timeout mode too: CPython's fd is non-blocking there, so Linux answers.
-                    return _errno.EALREADY
-            elif conn.error:
-                return conn.pop_error()
-            elif conn.connected:
-                return _errno.EISCONN
-            elif self._timeout == 0.0:
-                # A failed attempt whose error was read already (SO_ERROR or an earlier call):
-                # Linux's sock_error path says ECONNABORTED (and would start afresh next time).
-                return _errno.ECONNABORTED
-            if self._timeout == 0.0:
-                return _errno.EINPROGRESS if conn.state in HANDSHAKE else conn.pop_error()
-            if not self._wait(lambda: conn.state not in HANDSHAKE or self._dead(),
-                              self._deadline()):
-                if raise_timeout:
-                    raise timeout("timed out")
-                return _errno.EAGAIN
+                return self._connect_locked(addr, port, address, raise_timeout)
+            finally:
+                if self._readiness is not None:
+                    self._readiness.update()
+
+    def _connect_locked(self, addr, port, address, raise_timeout):
+        conn = self._conn
+        try:
             self._check_open()
-            code = conn.pop_error()
-            if code:
-                return code
-            if not conn.connected:
-                return _errno.ECONNREFUSED
+        except OSError as exc:
+            return exc.errno          # connect_ex returns EBADF/ENETDOWN as CPython does
+        if self._listener is not None:
+            return _errno.EISCONN     # Linux: a listener is not SS_UNCONNECTED
+        if addr == _ANY:
+            addr = b"\x7f\0\0\1" if not self._host.interfaces else \
+                self._host.interfaces[0].address
+        elif addr == _ANY6:
+            # Linux connects to ::1; we have no loopback interface: one of our addresses.
+            own = sorted((a.addr for a in self._host.ipv6_addresses()
+                          if self._host.is_local(a.addr)), key=_needs_scope)
+            addr = own[0] if own else b"\0" * 15 + b"\1"
+        elif conn.remote_addr is None and _needs_scope(addr) and \
+                not _scope_id(address) and not _needs_scope(conn.local_addr):
+            return _errno.EINVAL      # Linux: a link-local peer needs an interface
+        if conn.remote_addr is None:
+            try:
+                self._table.connect(conn, addr, port, self._driver.now())
+            except OSError as exc:
+                return exc.errno
+            finally:
+                self._driver.after_call()
+        elif conn.state in HANDSHAKE:
+            if self._timeout is not None:
+                # Timeout mode too: CPython's fd is non-blocking there, so Linux answers.
+                return _errno.EALREADY
+        elif conn.error:
+            return conn.pop_error()
+        elif conn.connected:
+            return _errno.EISCONN
+        elif self._timeout == 0.0:
+            # A failed attempt whose error was read already (SO_ERROR or an earlier call):
+            # Linux's sock_error path says ECONNABORTED (and would start afresh next time).
+            return _errno.ECONNABORTED
+        if self._timeout == 0.0:
+            return _errno.EINPROGRESS if conn.state in HANDSHAKE else conn.pop_error()
+        if not self._wait(lambda: conn.state not in HANDSHAKE or self._dead(),
+                          self._deadline()):
+            if raise_timeout:
+                raise timeout("timed out")
+            return _errno.EAGAIN
+        self._check_open()
+        code = conn.pop_error()
+        if code:
+            return code
+        if not conn.connected:
+            return _errno.ECONNREFUSED
         return 0
 
     def _dead(self):
@@ -214,8 +265,12 @@ class StreamSocket(socket):
                 return
             if self._conn.remote_addr is not None:
                 raise _oserror(_errno.EINVAL)
-            self._listener = self._table.listen(self._conn, max(0, int(backlog)))
-            self._listener.on_change = self._driver.endpoint_changed
+            listener = self._table.listen(self._conn, max(0, int(backlog)))
+            listener.on_change = self._driver.endpoint_changed
+            self._share("_listener", listener)
+            if self._readiness is not None:
+                self._readiness.watch(listener)
+                self._readiness.update()
 
     def accept(self):
         """Wait for a connection: ``(socket, (host, port))``."""
@@ -231,6 +286,8 @@ class StreamSocket(socket):
                     raise timeout("timed out")
                 self._check_open()
             conn = listener.accept()
+            if self._readiness is not None:
+                self._readiness.update()
             if conn is None:
                 raise _oserror(_errno.EINVAL)
         sock = StreamSocket._accepted(self, conn)
@@ -257,7 +314,11 @@ class StreamSocket(socket):
         self._check_flags(flags, _DONTWAIT | _NOSIGNAL)
         view = self._as_view(data)
         with self._driver.lock:
-            return self._send_some(view, flags, self._deadline())
+            try:
+                return self._send_some(view, flags, self._deadline())
+            finally:
+                if self._readiness is not None:
+                    self._readiness.update()
 
     def _send_some(self, view, flags, deadline):
         conn = self._conn
@@ -288,8 +349,23 @@ class StreamSocket(socket):
         sent = 0
         deadline = self._deadline()
         with self._driver.lock:
-            while sent < total:
-                sent += self._send_some(view[sent:], flags, deadline)
+            try:
+                while sent < total:
+                    sent += self._send_some(view[sent:], flags, deadline)
+            finally:
+                if self._readiness is not None:
+                    self._readiness.update()
+
+    def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+        """Send the buffers' bytes as one stream write (no ancillary data on TCP); returns
+        how many were taken, as :meth:`send`."""
+        if ancdata:
+            raise _oserror(_errno.EINVAL, "no ancillary data on lwstack TCP sockets")
+        if address is not None:
+            self._check_open()
+            raise _oserror(_errno.EISCONN)
+        views = [self._as_view(b) for b in buffers]
+        return self.send(views[0] if len(views) == 1 else b"".join(views), flags)
 
     def sendfile(self, file, offset=0, count=None):
         """Send a file's contents (read in chunks; no kernel zero-copy here)."""
@@ -320,10 +396,14 @@ class StreamSocket(socket):
             n = self.recv_into(buf, bufsize, flags)
             return bytes(buf[:n])
         with self._driver.lock:
-            self._wait_readable(flags)
-            conn = self._conn
-            data = conn.recv(bufsize, self._driver.now(), peek=bool(flags & _PEEK))
-            self._driver.after_call()
+            try:
+                self._wait_readable(flags)
+                conn = self._conn
+                data = conn.recv(bufsize, self._driver.now(), peek=bool(flags & _PEEK))
+                self._driver.after_call()
+            finally:
+                if self._readiness is not None:
+                    self._readiness.update()
         return data if data is not None else b""
 
     def recv_into(self, buffer, nbytes=0, flags=0):
@@ -342,25 +422,32 @@ class StreamSocket(socket):
             data = self.recv(len(view), flags)
             view[:len(data)] = data
             return len(data)
-        got = 0
         deadline = self._deadline()
         with self._driver.lock:
-            while True:
-                try:
-                    self._wait_readable(flags, deadline, keep_error=bool(got))
-                except OSError:
-                    if got:               # MSG_WAITALL: what was copied is returned, as on
-                        return got        # Linux (a timeout, EAGAIN, a closed socket)
-                    raise
-                if got and not self._conn.receive_queue_bytes:
-                    return got            # end of stream or an error: the next call says which
-                n = self._conn.recv_into(view[got:], self._driver.now())
-                self._driver.after_call()
-                if not n:
-                    return got
-                got += n
-                if not flags & _WAITALL or got == len(view):
-                    return got
+            try:
+                return self._recv_into_locked(view, flags, deadline)
+            finally:
+                if self._readiness is not None:
+                    self._readiness.update()
+
+    def _recv_into_locked(self, view, flags, deadline):
+        got = 0
+        while True:
+            try:
+                self._wait_readable(flags, deadline, keep_error=bool(got))
+            except OSError:
+                if got:                   # MSG_WAITALL: what was copied is returned, as on
+                    return got            # Linux (a timeout, EAGAIN, a closed socket)
+                raise
+            if got and not self._conn.receive_queue_bytes:
+                return got                # end of stream or an error: the next call says which
+            n = self._conn.recv_into(view[got:], self._driver.now())
+            self._driver.after_call()
+            if not n:
+                return got
+            got += n
+            if not flags & _WAITALL or got == len(view):
+                return got
 
     def recvfrom(self, bufsize, flags=0):
         """``(data, None)``: a connected stream has no per-datagram address (as Linux)."""
@@ -487,6 +574,8 @@ class StreamSocket(socket):
         if (level, option) == (SOL_SOCKET, SO_ERROR):
             with self._driver.lock:
                 value = conn.pop_error()
+                if self._readiness is not None:
+                    self._readiness.update()
         elif (level, option) in values:
             value = values[(level, option)]()
         else:
@@ -507,14 +596,17 @@ class StreamSocket(socket):
                 if conn.state not in HANDSHAKE:
                     raise _oserror(_errno.ENOTCONN)
             if how in (SHUT_RD, SHUT_RDWR):
-                self._read_shut = True
+                self._share("_read_shut", True)
             if how in (SHUT_WR, SHUT_RDWR) and self._listener is None:
                 conn.shutdown(self._driver.now())
                 self._driver.after_call()
+            if self._readiness is not None:
+                self._readiness.update()
             self._driver.cond.notify_all()
 
     def close(self):
-        """Close the socket: the connection finishes in the background (``SO_LINGER`` aside)."""
+        """Close the socket: the connection finishes in the background (``SO_LINGER`` aside)
+        once every ``dup()`` copy is closed; the descriptor closes at once."""
         if self._closed:
             return
         if self._io_refs > 0:
@@ -522,7 +614,8 @@ class StreamSocket(socket):
             return
         self._closed = True
         with self._driver.lock:
-            if self._driver.closed:
+            if not self._release_descriptor() or self._driver.closed:
+                self._driver.cond.notify_all()    # threads blocked on this object end
                 return
             now = self._driver.now()
             conn = self._conn
@@ -543,8 +636,17 @@ class StreamSocket(socket):
             self._driver.cond.notify_all()
 
     def detach(self):
-        """Not available: an lwstack socket has no kernel descriptor to hand over."""
-        raise _oserror(_errno.EOPNOTSUPP, "lwstack sockets have no file descriptor")
+        """Not available: an lwstack connection cannot become a kernel socket (EOPNOTSUPP).
+
+        The descriptor :meth:`fileno` returned is given up all the same, since whoever calls
+        ``detach()`` has usually adopted it already (the stdlib's ``ssl`` wraps ``fileno()`` in
+        a kernel socket object first, and that object closes it when the wrapping fails); the
+        socket itself stays usable, with a new descriptor if asked again."""
+        with self._driver.lock:
+            fd, self._fd = self._fd, -1
+            if fd >= 0 and self._readiness is not None:
+                self._readiness.relinquish_fd(fd)
+        raise _oserror(_errno.EOPNOTSUPP, "lwstack sockets have no kernel descriptor")
 
     # -- file objects (socket.makefile) ------------------------------------------------------
 

@@ -14,16 +14,29 @@ Design note.  One reactor thread per stack, and no thread hop per frame:
   plug: ``sendmmsg``).  With the compiled plug I/O (:mod:`lwstack.phy._plugio`) a ping costs
   the reactor three system calls (ppoll, recvmmsg, send) and one Python-level ``host.receive``.
 
+- Descriptors (``socket.fileno()``, :mod:`lwstack.readiness`): endpoints whose socket has one
+  mark themselves while the batch runs; the batch ends by bringing the marked descriptors up
+  to date (one system call per readiness bit that flipped), under the lock, before waking
+  anyone.  A stack whose sockets never had a descriptor pays one empty-list test per batch.
+
 The virtual-time runtime for tests lives in :mod:`lwstack.sim`; both share
 :class:`DriverBase`, so sockets see one interface: a lock, a condition, ``now()``,
 ``flush()`` and ``wait_for()``.
 """
 import threading
 import time
+import weakref
+
+from lwstack import readiness as _readiness
 
 
 class DriverBase:
     """What a socket needs from whatever drives the stack."""
+
+    #: True when the driver brings descriptors up to date at the end of each batch
+    #: (:func:`lwstack.readiness.flush`); False: each endpoint change updates its descriptor
+    #: at once.
+    defers_readiness = False
 
     def __init__(self, phy):
         self.phy = phy
@@ -32,6 +45,10 @@ class DriverBase:
         self.cond = threading.Condition(self.lock)
         self.closed = False
         self._changed = False
+        #: :class:`lwstack.readiness.Readiness` objects marked during the current batch.
+        self.readiness_pending = []
+        #: Every live descriptor pair of this stack's sockets (closed with the stack).
+        self.descriptors = weakref.WeakSet()
 
     def attach(self, host):
         """Start driving ``host``; endpoints report readiness through :meth:`endpoint_changed`."""
@@ -56,6 +73,8 @@ class DriverBase:
 class ThreadedDriver(DriverBase):
     """Drives a host on the monotonic clock with one reactor thread (see the module note)."""
 
+    defers_readiness = True
+
     def __init__(self, phy, clock=time.monotonic, name="lwstack"):
         super().__init__(phy)
         self.now = clock
@@ -69,8 +88,11 @@ class ThreadedDriver(DriverBase):
         self._thread.start()
 
     def after_call(self):
-        """After an API call under the lock: send its frames, re-arm the reactor if needed."""
+        """After an API call under the lock: send its frames, re-arm the reactor if needed,
+        update the descriptors the call changed."""
         self.flush()
+        if self.readiness_pending:
+            _readiness.flush(self)
         due = self.host.poll_at()
         if due is not None and (self._deadline is None or due < self._deadline):
             self._deadline = due
@@ -107,6 +129,7 @@ class ThreadedDriver(DriverBase):
         host_receive = host.receive
         poll_at = host.poll_at
         flush = self.flush
+        flush_readiness = _readiness.flush
         with lock:
             self._deadline = poll_at()
         while not self.closed:
@@ -133,15 +156,19 @@ class ThreadedDriver(DriverBase):
                     flush()
                     due = poll_at()
                 self._deadline = due
+                if self.readiness_pending:
+                    flush_readiness(self)
                 if self._changed:
                     self._changed = False
                     self.cond.notify_all()
 
     def close(self):
-        """Stop the reactor, wake every waiter, release the phy."""
+        """Stop the reactor, wake every waiter, close the sockets' descriptors, release the
+        phy."""
         with self.lock:
             self.closed = True
             self.cond.notify_all()
+            _readiness.close_all(self)
         self.phy.wake()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)

@@ -13,6 +13,7 @@ There are no threads here; use a network from one thread.
 import math
 import random
 
+from lwstack import readiness as _readiness
 from lwstack.runtime import DriverBase
 from vde.memory import MemorySwitch
 
@@ -43,6 +44,8 @@ class _SimPhy:
 class SimDriver(DriverBase):
     """Drives a host as part of a :class:`VirtualNetwork`."""
 
+    defers_readiness = True
+
     def __init__(self, phy, network):
         super().__init__(phy)
         self.network = network
@@ -54,6 +57,8 @@ class SimDriver(DriverBase):
     def after_call(self):
         """Send what an API call produced; the next :meth:`VirtualNetwork.run_until` does the rest."""
         self.flush()
+        if self.readiness_pending:
+            _readiness.flush(self)
 
     def wait_for(self, predicate, timeout):
         """Run the network until ``predicate()`` or ``timeout`` virtual seconds.
@@ -80,6 +85,8 @@ class SimDriver(DriverBase):
             progressed = True
         self.flush()
         self._changed = False
+        if self.readiness_pending:
+            _readiness.flush(self)
         return progressed
 
     def next_event(self):
@@ -88,8 +95,9 @@ class SimDriver(DriverBase):
         return min(times) if times else None
 
     def close(self):
-        """Leave the network."""
+        """Leave the network (closing the sockets' descriptors)."""
         self.closed = True
+        _readiness.close_all(self)
         self.network.drivers.remove(self)
         self.phy.close()
 

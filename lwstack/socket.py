@@ -13,6 +13,12 @@ IPV6_V6ONLY is set (Linux's ``bindv6only=0``): IPv4 peers appear as ``::ffff:a.b
 
 Without ``stack=``, a socket uses the calling thread's default stack
 (:meth:`lwstack.Stack.make_default`).
+
+``fileno()`` returns a real descriptor whose readiness follows the socket's, for reading and
+for writing, so ``select``, ``poll``, ``selectors`` and asyncio's selector loop work on lwstack
+sockets mixed with other descriptors (:mod:`lwstack.readiness`; the rules are each class's
+``_poll_state``, after Linux).  ``dup()`` gives a second socket object on the same endpoint,
+which closes with the last of them, as a kernel socket's open file does.
 """
 import errno as _errno
 import os as _os
@@ -39,6 +45,8 @@ from socket import (AI_ADDRCONFIG, AI_ALL, AI_CANONNAME, AI_NUMERICHOST,  # noqa
                     NI_NOFQDN, NI_NUMERICHOST, NI_NUMERICSERV)
 
 from lwstack import resolver as _resolver
+from lwstack.readiness import READABLE as _READABLE, WRITABLE as _WRITABLE
+from lwstack.readiness import Readiness as _Readiness
 
 #: Linux's IP_RECVTTL (12), which the stdlib does not export.
 IP_RECVTTL = getattr(_stdlib, "IP_RECVTTL", 12)
@@ -122,6 +130,9 @@ class socket:
         self._host = self._stack.host
         self._timeout = 0.0 if nonblocking else _default_timeout
         self._closed = False
+        self._readiness = None        # lwstack.readiness.Readiness, once fileno() was called
+        self._fd = -1                 # this object's descriptor (-1: none yet, or closed)
+        self._group = None            # [socket objects sharing the endpoint] after dup()
         self._open(base_type, proto)
 
     def _open(self, base_type, proto):
@@ -227,6 +238,98 @@ class socket:
         """The :class:`lwstack.Stack` this socket belongs to."""
         return self._stack
 
+    # -- descriptors (lwstack.readiness) -----------------------------------------------------
+
+    def fileno(self):
+        """A real descriptor that is readable and writable when this socket is (see
+        :mod:`lwstack.readiness`): for ``select``, ``poll``, ``selectors`` and asyncio, not for
+        reading or writing.  Made on the first call; -1 once the socket or its stack closed."""
+        fd = self._fd
+        driver = self._driver
+        if fd >= 0 and not driver.closed:
+            return fd
+        if self._closed or driver.closed:
+            if self._readiness is not None and driver.closed:
+                with driver.lock:
+                    self._readiness.close()   # a driver that does not close them itself
+            return -1
+        with driver.lock:
+            if self._closed or driver.closed:
+                return -1
+            if self._fd < 0:
+                ready = self._readiness
+                if ready is None:
+                    ready = _Readiness(driver, self._poll_state)
+                    for sock in self._group or (self,):
+                        sock._readiness = ready
+                    self._watch_endpoints(ready)
+                    ready.update()
+                self._fd = ready.new_fd()
+            return self._fd
+
+    def _poll_state(self):
+        """:data:`~lwstack.readiness.READABLE` | :data:`~lwstack.readiness.WRITABLE` as Linux's
+        poll would say for this socket (lock held)."""
+        raise NotImplementedError
+
+    def _watch_endpoints(self, ready):
+        """Hook the endpoints whose changes move the readiness (lock held)."""
+        raise NotImplementedError
+
+    def _sync_ready(self):
+        """After a call that may have changed this socket's readiness (lock held): update the
+        descriptor before returning, so a level-triggered loop never sees stale readiness."""
+        ready = self._readiness
+        if ready is not None:
+            ready.update()
+
+    def _share(self, name, value):
+        """Set an attribute that belongs to the endpoint on every ``dup()`` copy."""
+        for sock in self._group or (self,):
+            setattr(sock, name, value)
+
+    def dup(self):
+        """A new socket object on the same endpoint, as :meth:`socket.socket.dup`: the
+        endpoint closes with the last of them; the copy has its own timeout (the default
+        timeout) and, if asked, its own descriptor (``os.dup`` of the other's, so the same
+        readiness)."""
+        with self._driver.lock:
+            self._check_open()
+            twin = object.__new__(type(self))
+            twin.__dict__.update(self.__dict__)
+            twin.__dict__.pop("_closing", None)
+            twin._timeout = _default_timeout
+            twin._fd = -1
+            if self._group is None:
+                self._group = [self]
+            self._group.append(twin)
+            twin._group = self._group
+            self._dup_reset(twin)
+        return twin
+
+    def _dup_reset(self, twin):
+        """Per-object state a ``dup()`` copy starts afresh with."""
+
+    def _release_descriptor(self):
+        """This object closes (lock held): close its descriptor; True when it was the last
+        object on the endpoint (the caller then closes the endpoint)."""
+        fd, self._fd = self._fd, -1
+        ready = self._readiness
+        group = self._group
+        last = True
+        if group is not None:
+            group.remove(self)
+            last = not group
+            if not last and ready is not None and \
+                    getattr(ready.compute, "__self__", None) is self:
+                ready.compute = group[0]._poll_state
+        if ready is not None:
+            if fd >= 0:
+                ready.release_fd(fd)
+            if last:
+                ready.close()
+        return last
+
     def _check_open(self):
         if self._closed:
             raise _oserror(_errno.EBADF)
@@ -278,6 +381,20 @@ class DatagramSocket(socket):
         self._recv_ttl = False
         self._recv_hoplimit = False
         self._sndbuf = 212992
+        self._read_shut = False
+
+    def _poll_state(self):
+        # Linux's datagram_poll: readable with a datagram or an error queued (POLLERR), or
+        # after shutdown(SHUT_RD) even though recv() then waits (RCV_SHUTDOWN sets POLLIN);
+        # writable while the send buffer has room, which it always has here (datagrams leave
+        # at once).
+        ep = self._endpoint
+        if ep.queue or ep.errors or self._read_shut:
+            return _READABLE | _WRITABLE
+        return _WRITABLE
+
+    def _watch_endpoints(self, ready):
+        ready.watch(self._endpoint)
 
     def bind(self, address):
         """Bind to ``(host, port)``; ``""`` is any local address and port 0 an ephemeral port."""
@@ -358,6 +475,7 @@ class DatagramSocket(socket):
             self._check_open()
             pending = self._endpoint.pop_error()
             if pending:
+                self._sync_ready()
                 raise _oserror(pending)
             try:
                 return self._host.sendto(self._endpoint, data, addr, port, self._driver.now())
@@ -414,17 +532,20 @@ class DatagramSocket(socket):
             if not endpoint.queue and not endpoint.errors:
                 if flags & _DONTWAIT or self._timeout == 0.0:
                     raise _oserror(_errno.EAGAIN)
-                if not self._driver.wait_for(self._ready, self._timeout):
+                if not self._driver.wait_for(self._recv_ready, self._timeout):
                     raise timeout("timed out")
                 self._check_open()
             pending = endpoint.pop_error()
             if pending:
+                self._sync_ready()
                 raise _oserror(pending)
             payload, (addr, port), ttl = endpoint.queue[0] if flags & _PEEK else endpoint.take()
+            if self._readiness is not None:
+                self._readiness.update()
         truncated = len(payload) > bufsize
         return bytes(payload[:bufsize]), ttl, self._sockaddr(addr, port), truncated
 
-    def _ready(self):
+    def _recv_ready(self):
         return self._endpoint.readable or self._closed or self._driver.closed
 
     # -- options -----------------------------------------------------------------------------
@@ -448,13 +569,13 @@ class DatagramSocket(socket):
             # Linux doubles the request to account for bookkeeping, within bounds.
             ep.rcvbuf = max(_MIN_RCVBUF, min(2 * value, _MAX_BUF))
         elif level == SOL_SOCKET and option == SO_SNDBUF:
-            self._sndbuf = max(4608, min(2 * value, _MAX_BUF))
+            self._share("_sndbuf", max(4608, min(2 * value, _MAX_BUF)))
         elif level == IPPROTO_IP and option == IP_TTL:
             if not 1 <= value <= 255 and value != -1:
                 raise _oserror(_errno.EINVAL)
             ep.ttl = None if value == -1 else value
         elif level == IPPROTO_IP and option == IP_RECVTTL:
-            self._recv_ttl = bool(value)
+            self._share("_recv_ttl", bool(value))
         elif level == IPPROTO_IPV6 and self.family == AF_INET6:
             if option == IPV6_V6ONLY:
                 if ep.local_port or ep.kind != "udp":
@@ -465,7 +586,7 @@ class DatagramSocket(socket):
                     raise _oserror(_errno.EINVAL)
                 ep.hop_limit = None if value == -1 else value
             elif option == IPV6_RECVHOPLIMIT:
-                self._recv_hoplimit = bool(value)
+                self._share("_recv_hoplimit", bool(value))
             else:
                 raise _oserror(_errno.ENOPROTOOPT)
         else:
@@ -478,6 +599,7 @@ class DatagramSocket(socket):
         if level == SOL_SOCKET and option == SO_ERROR:
             with self._driver.lock:
                 value = ep.pop_error()
+                self._sync_ready()
         elif level == SOL_SOCKET and option == SO_TYPE:
             value = int(self.type)
         elif level == SOL_SOCKET and option == SO_BROADCAST:
@@ -505,19 +627,27 @@ class DatagramSocket(socket):
     # -- life --------------------------------------------------------------------------------
 
     def close(self):
-        """Release the port; later calls raise EBADF.  Closing twice is harmless."""
+        """Release the port (once every ``dup()`` copy is closed) and the descriptor; later
+        calls raise EBADF.  Closing twice is harmless."""
         if self._closed:
             return
         self._closed = True
         with self._driver.lock:
-            self._host.close_endpoint(self._endpoint)
+            if self._release_descriptor():
+                self._host.close_endpoint(self._endpoint)
             self._driver.cond.notify_all()
 
     def shutdown(self, how):
-        """Datagram sockets: only validates ``how`` and the connection, as Linux does."""
+        """Datagram sockets: validates ``how`` and the connection, as Linux does; SHUT_RD
+        makes the descriptor readable for good (Linux sets RCV_SHUTDOWN even when it answers
+        ENOTCONN, and its poll reports it), though ``recv`` still waits for a datagram."""
         self._check_open()
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise _oserror(_errno.EINVAL)
+        if how != SHUT_WR and not self._read_shut:
+            with self._driver.lock:
+                self._share("_read_shut", True)
+                self._sync_ready()
         if self._endpoint.remote is None:
             raise _oserror(_errno.ENOTCONN)
 
