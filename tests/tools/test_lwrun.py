@@ -63,9 +63,9 @@ class Program:
             if line is None:
                 self.lines.put(None)
                 self.proc.wait(timeout=10)
+                stderr = self.proc.stderr.read() if self.proc.stderr else ""
                 pytest.fail(f"{self.proc.args[3:]} exited ({self.proc.returncode}) before "
-                            f"printing {pattern!r}; saw {self.seen}; stderr:\n"
-                            f"{self.proc.stderr.read()}")
+                            f"printing {pattern!r}; saw {self.seen}; stderr:\n{stderr}")
             self.seen.append(line)
             match = re.search(pattern, line)
             if match:
@@ -76,10 +76,10 @@ def lwrun_argv(locator, conf, *program):
     return [sys.executable, "-m", "lwrun", "--net", locator, "--conf", conf, "--", *program]
 
 
-def start(processes, locator, address, *program):
+def start(processes, locator, address, *program, **popen):
     """Start a program under lwrun with ``ip=ADDRESS/24``."""
     return Program(processes.start(lwrun_argv(locator, f"ip={address}/24", *program),
-                                   env=_env()))
+                                   env=_env(), **popen))
 
 
 def run(locator, *program, conf=f"ip={CLIENT}/24", timeout=90):
