@@ -1,11 +1,10 @@
 """lwrun: unmodified Python programs, each under ``lwrun`` in a process of its own, talking to
 another ``lwrun`` process through an ``lwswitch`` the test starts; and lwrun's own errors.
 
-The servers are stdlib (or pyftpdlib, aiosmtpd) programs that know nothing of lwstack
-(``lwrun_programs.py`` beside this file, or ``-c`` code here); ``--loop accept`` serves
-without a selector, so the clients are tested whatever ``fileno()`` readiness does; the
-servers' own ``serve_forever()``/asyncio loops need it (H-fileno's work: marked xfail until
-it lands).
+The servers are stdlib programs that know nothing of lwstack (``lwrun_programs.py`` beside
+this file, or ``-c`` code here); here they serve with ``--loop accept`` (no selector), so
+these tests of the clients do not depend on ``fileno()`` readiness; the servers' own
+``serve_forever()`` and asyncio loops are in ``test_lwrun_servers.py``.
 """
 import hashlib
 import json
@@ -23,7 +22,6 @@ import pytest
 PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lwrun_programs.py")
 SERVER = "10.0.0.1"
 CLIENT = "10.0.0.2"
-NEEDS_FILENO = pytest.mark.xfail(strict=True, reason="needs fileno readiness (H-fileno)")
 
 
 def _env():

@@ -1,13 +1,15 @@
 """lwrun: unmodified servers and asyncio programs, which wait on their sockets' ``fileno()``
 (socketserver's selector, asyncio's selector loop, pyftpdlib's poller), each under ``lwrun``
-talking to another ``lwrun`` process through an ``lwswitch``."""
+talking to another ``lwrun`` process through an ``lwswitch``: ``python -m http.server``,
+https and socketserver servers with ``serve_forever()``, xmlrpc, ftplib against pyftpdlib,
+smtplib against aiosmtpd, asyncio streams, aiohttp and httpx's asyncio client."""
 import hashlib
 import json
 import subprocess
 
 import pytest
 
-from test_lwrun import (CLIENT, FETCH_HTTPS, NEEDS_FILENO, PROGRAMS, SERVER,  # noqa: F401
+from test_lwrun import (CLIENT, FETCH_HTTPS, PROGRAMS, SERVER,  # noqa: F401
                         SOCKETSERVER_CLIENTS, UDP_CLIENT, XMLRPC_CLIENT, pki, run_ok, server,
                         site, start)
 
@@ -28,7 +30,6 @@ except urllib.error.HTTPError as exc:
 """
 
 
-@NEEDS_FILENO
 def test_http_server_module_serves_urllib_and_http_client(lwswitch, processes, site):
     directory, data = site
     http = start(processes, lwswitch, SERVER, "-m", "http.server", "8000", "--bind", SERVER,
@@ -43,7 +44,6 @@ def test_http_server_module_serves_urllib_and_http_client(lwswitch, processes, s
     http.expect(rf'^{CLIENT} - - \[.*\] "GET /blob.bin HTTP/1.1" 200 -$')
 
 
-@NEEDS_FILENO
 def test_https_server_serve_forever(lwswitch, processes, site, pki):
     directory, data = site
     server(processes, lwswitch, PROGRAMS, "http", directory, "--port", "4443", "--tls",
@@ -53,7 +53,6 @@ def test_https_server_serve_forever(lwswitch, processes, site, pki):
     assert "https SECRET" in out
 
 
-@NEEDS_FILENO
 def test_socketserver_serve_forever_tcp_and_udp(lwswitch, processes):
     server(processes, lwswitch, PROGRAMS, "tcp-echo", "--port", "7000")
     out = run_ok(lwswitch, "-c", SOCKETSERVER_CLIENTS, SERVER)
@@ -64,7 +63,6 @@ def test_socketserver_serve_forever_tcp_and_udp(lwswitch, processes):
     assert f"udp ALPHA from {CLIENT} ('10.0.0.3', 7001)" in out
 
 
-@NEEDS_FILENO
 def test_xmlrpc_server_serve_forever(lwswitch, processes):
     server(processes, lwswitch, PROGRAMS, "xmlrpc", "--port", "8000")
     out = run_ok(lwswitch, "-c", XMLRPC_CLIENT, SERVER)
@@ -99,7 +97,6 @@ with ftplib.FTP(sys.argv[1], "lw", "secret", timeout=20) as ftp:
 """
 
 
-@NEEDS_FILENO
 def test_ftplib_against_pyftpdlib(lwswitch, processes, site):
     pytest.importorskip("pyftpdlib")
     directory, data = site
@@ -145,7 +142,6 @@ with smtplib.SMTP(sys.argv[1], 25, timeout=20) as smtp:
 """
 
 
-@NEEDS_FILENO
 def test_smtplib_against_aiosmtpd(lwswitch, processes):
     pytest.importorskip("aiosmtpd")
     smtp = server(processes, lwswitch, "-c", SMTP_SERVER)
@@ -200,7 +196,6 @@ asyncio.run(main())
 """
 
 
-@NEEDS_FILENO
 def test_asyncio_streams(lwswitch, processes):
     server(processes, lwswitch, "-c", STREAMS_SERVER)
     out = run_ok(lwswitch, "-c", STREAMS_CLIENT, SERVER)
@@ -227,7 +222,6 @@ asyncio.run(main())
 """
 
 
-@NEEDS_FILENO
 def test_aiohttp_client(lwswitch, processes, site, pki):
     pytest.importorskip("aiohttp")
     directory, data = site
@@ -258,7 +252,6 @@ asyncio.run(main())
 """
 
 
-@NEEDS_FILENO
 def test_httpx_async_client(lwswitch, processes, site, pki):
     pytest.importorskip("httpx")
     directory, _data = site
