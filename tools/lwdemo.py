@@ -193,6 +193,7 @@ def _demo(args):
                 say(f"        {line}")
             say("")
             stack.wait_configured(CONFIG_TIMEOUT)
+            _settle(stack)
             say(f"[4] B (pid {os.getpid()}, MAC {stack.mac}) was configured in "
                 f"{time.monotonic() - started:.1f} s:")
             for line in describe(stack):
@@ -247,6 +248,16 @@ def _demo(args):
         _remove_tree(workdir)
 
 
+def _settle(stack, timeout=3.0):
+    """Wait (a little) for the addresses still in duplicate address detection: a stack is
+    configured once it has one usable global IPv6 address, and with ``auto`` the other one
+    (SLAAC or DHCPv6) may need another second."""
+    deadline = time.monotonic() + timeout
+    while any(state == "tentative" for _, state, _ in stack.ipv6_addresses) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def describe(stack):
     """What a configured stack got, as a few lines: the DHCPv4 lease, the IPv6 addresses by
     origin (SLAAC, DHCPv6, link-local), the IPv6 default router and name servers."""
@@ -286,6 +297,7 @@ def _peer(args):
     with lwstack.Stack(locator, f"auto,fqdn={name}",
                        description=f"lwdemo peer {name}") as stack:
         stack.wait_configured(CONFIG_TIMEOUT)
+        _settle(stack)
         with stack.socket(lws.AF_INET6) as sock:
             sock.bind(("::", 7))         # IPV6_V6ONLY is off: IPv4 peers come as ::ffff:a.b.c.d
             lines = describe(stack)
