@@ -11,8 +11,9 @@ selector, so the clients can be tested whatever the sockets' ``fileno()`` does.
 
 Servers:
 
-- ``http DIRECTORY [--tls CERT KEY]``: ``http.server`` serving DIRECTORY (threads), and
-  answering POST to ``/echo`` with the request body, upper-cased.
+- ``http DIRECTORY [--tls CERT KEY] [--http11]``: ``http.server`` serving DIRECTORY
+  (threads), and answering POST to ``/echo`` with the request body, upper-cased; it logs each
+  request with the client's port (``--http11``: persistent connections).
 - ``xmlrpc``: ``SimpleXMLRPCServer`` with ``add(a, b)`` and ``whoami()`` (the client's
   address as the server saw it).
 - ``tcp-echo`` / ``udp-echo``: ``socketserver`` servers that answer each line (datagram)
@@ -43,7 +44,7 @@ class _EchoHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format, *args):  # noqa: A002 (http.server's name)
-        print("http:", format % args, flush=True)
+        print(f"http: port {self.client_address[1]}:", format % args, flush=True)
 
 
 class _TcpEcho(socketserver.StreamRequestHandler):
@@ -96,9 +97,13 @@ def main():
     parser.add_argument("--loop", choices=["forever", "accept"], default="forever")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--http11", action="store_true")
     args = parser.parse_args()
     address = ("", args.port)
     if args.server == "http":
+        if args.http11:
+            _EchoHandler.protocol_version = "HTTP/1.1"
+
         def handler(*a, **kw):
             return _EchoHandler(*a, directory=args.directory, **kw)
         server = http.server.ThreadingHTTPServer(address, handler)

@@ -264,3 +264,79 @@ def test_httpx_async_client(lwswitch, processes, site, pki):
     assert "get 200 hello from a stack of its own" in out
     assert "posts ['N0', 'N1', 'N2']" in out
     assert "https hello from a stack of its own" in out
+
+
+SESSION_CLIENT = """
+import sys, requests
+with requests.Session() as session:
+    for number in range(4):
+        reply = session.post(sys.argv[1] + "/echo", data=f"request {number}", timeout=20)
+        print("reply", reply.text)
+"""
+
+
+def test_requests_session_keeps_its_connection(lwswitch, processes, site):
+    # urllib3 checks a pooled connection with poll() on its fileno() before reusing it.
+    directory, _data = site
+    http = server(processes, lwswitch, PROGRAMS, "http", directory, "--http11", "--port", "80")
+    out = run_ok(lwswitch, "-c", SESSION_CLIENT, f"http://{SERVER}")
+    assert [f"reply REQUEST {n}" for n in range(4)] == out.splitlines()
+    ports = {http.expect(r'^http: port (\d+): "POST /echo HTTP/1.1" 200')[1] for _ in range(4)}
+    assert len(ports) == 1                     # four requests, one connection
+
+
+IPV6_FETCH = """
+import sys, urllib.request
+for url in sys.argv[1:]:
+    with urllib.request.urlopen(url, timeout=20) as reply:
+        print(url, reply.read().decode().strip())
+"""
+
+
+def test_http_server_on_a_dual_stack_socket(lwswitch, processes, site):
+    directory, _data = site
+    http = start(processes, lwswitch, f"{SERVER}/24,ip=fd00::1", "-m", "http.server", "8000",
+                 "--bind", "::", "--directory", directory, stderr=subprocess.STDOUT)
+    http.expect(r"^Serving HTTP on :: port 8000 \(http://\[::\]:8000/\)")
+    out = run_ok(lwswitch, "-c", IPV6_FETCH, "http://[fd00::1]:8000/hello.txt",
+                 f"http://{SERVER}:8000/hello.txt", conf=f"ip={CLIENT}/24,ip=fd00::2/64")
+    assert out.splitlines() == [
+        "http://[fd00::1]:8000/hello.txt hello from a stack of its own",
+        f"http://{SERVER}:8000/hello.txt hello from a stack of its own"]
+    http.expect(r'^fd00::2 - - .*"GET /hello.txt HTTP/1.1" 200')
+    http.expect(rf'^::ffff:{CLIENT} - - .*"GET /hello.txt HTTP/1.1" 200')
+
+
+NAMES_CLIENT = """
+import asyncio, socket, sys
+import aiohttp, requests
+print("name", socket.gethostname(), socket.gethostbyname("web.test"))
+print("requests", requests.get("http://web.test/hello.txt", timeout=20).text.strip())
+
+async def main():
+    async with aiohttp.ClientSession() as session:       # names in asyncio's executor
+        async with session.get("http://web/hello.txt") as reply:
+            print("aiohttp", (await reply.text()).strip())
+    reader, writer = await asyncio.open_connection("web.test", 80)
+    writer.write(b"GET /hello.txt HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n")
+    print("streams", (await reader.read()).split(b"\\r\\n")[0].decode())
+    writer.close()
+
+asyncio.run(main())
+"""
+
+
+def test_names_resolve_through_the_stacks_dns(lwswitch, processes, site):
+    from test_lwrun import Program
+    directory, _data = site
+    router = processes.python("lwrouter", "--net", lwswitch, "--conf",
+                              "ip=10.0.0.254/24,fqdn=gw.test", "--dhcp", "10.0.0.100-10.0.0.150",
+                              "--dns", "--domain", "test", "--host-record", f"web,{SERVER}")
+    Program(router).expect(r"^lwrouter: serving")
+    server(processes, lwswitch, PROGRAMS, "http", directory, "--port", "80")
+    out = run_ok(lwswitch, "-c", NAMES_CLIENT, conf="dhcp,fqdn=client")
+    assert out.splitlines() == [
+        f"name client {SERVER}",
+        "requests hello from a stack of its own",
+        "aiohttp hello from a stack of its own",
+        "streams HTTP/1.0 200 OK"]
