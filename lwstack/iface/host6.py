@@ -247,7 +247,9 @@ class Ipv6Host:
         - with ``rd``: a default router is known (from an RA, or ``gw=``);
         - with ``slaac`` or ``dhcp6``: a preferred global address (any origin);
         - when an RA asked for stateful DHCPv6 (M flag) and our client runs stateful: an
-          address from it as well.
+          address from it as well;
+        - no address still in DAD (a SLAAC address for every advertised prefix, not just
+          the first to finish).
 
         Always False while IPv6 is disabled.  :meth:`ipv6_pending` says what is missing.
         """
@@ -278,6 +280,10 @@ class Ipv6Host:
                 not any(a.origin == "dhcpv6" and a.state != TENTATIVE
                         for a in self.addresses6.values()):
             return f"DHCPv6 lease ({self.dhcp6.client.state})"
+        tentative = [addr6_to_str(a.addr) for a in self.addresses6.values()
+                     if a.state == TENTATIVE]
+        if tentative:                    # every address asked for, not just the first one
+            return "IPv6 address " + ", ".join(sorted(tentative)) + " (DAD)"
         return None
 
     def _final_text(self, origin):

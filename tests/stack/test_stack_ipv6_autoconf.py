@@ -203,6 +203,18 @@ def test_auto6_is_configured_with_slaac_dhcp6_and_a_router(net):
     assert origins == ["dhcpv6", "link-local", "slaac"]
 
 
+def test_configured_means_every_advertised_prefix_has_its_address(net):
+    # Two prefixes: "configured" waits until both SLAAC addresses passed DAD, not just the
+    # first global address to do so.
+    router_stack(net, prefixes=[RaPrefix(PREFIX), RaPrefix(A("fd01::"))])
+    client = net.stack(f"mac={A6_MAC},rd,slaac")
+    assert client.wait_ipv6_configured(15)
+    assert sorted(client.ipv6_addresses) == sorted([
+        (addr6_to_str(eui64(A6_MAC)) + "/64", "preferred", "slaac"),
+        (addr6_to_str(eui64(A6_MAC, A("fd01::"))) + "/64", "preferred", "slaac"),
+        (client.link_local + "/64", "preferred", "link-local")])
+
+
 def test_not_configured_without_a_router_when_rd_was_asked(net):
     client = net.stack(f"mac={A6_MAC},rd,slaac")
     assert not client.wait_ipv6_configured(20)
