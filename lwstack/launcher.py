@@ -74,7 +74,7 @@ import contextlib
 import errno as _errno
 import os as _os
 import socket as _stdlib
-import ssl as _ssl  # noqa: F401  (before the patch: ssl.SSLSocket subclasses the kernel class)
+import ssl  # noqa: F401  (imported before any patch: ssl.SSLSocket subclasses the kernel class)
 import sys as _sys
 import threading as _threading
 

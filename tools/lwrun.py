@@ -26,7 +26,6 @@ stack closes, letting its TCP connections deliver what they still owe (as
 import atexit
 import os
 import sys
-import traceback
 
 import lwcli
 

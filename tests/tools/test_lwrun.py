@@ -7,7 +7,6 @@ these tests of the clients do not depend on ``fileno()`` readiness; the servers'
 ``serve_forever()`` and asyncio loops are in ``test_lwrun_servers.py``.
 """
 import hashlib
-import json
 import os
 import queue
 import re
@@ -99,9 +98,8 @@ def server(processes, locator, *program, ready=r"^ready \S+ (\d+)$"):
     return prog
 
 
-@pytest.fixture
-def site(tmp_path):
-    """A directory with a text file and 300 kB of binary data; yields (directory, data)."""
+def make_site(tmp_path):
+    """A directory with a text file and 300 kB of binary data: (directory, data)."""
     directory = tmp_path / "www"
     directory.mkdir()
     data = hashlib.sha256(b"lwrun").digest() * (300_000 // 32)
@@ -110,8 +108,7 @@ def site(tmp_path):
     return str(directory), data
 
 
-@pytest.fixture
-def pki(tmp_path):
+def make_test_pki(tmp_path):
     """A test CA and a server certificate for SERVER and 10.0.0.3 (tests/tls/tls_certs.py)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tls"))
     try:
@@ -121,6 +118,18 @@ def pki(tmp_path):
     directory = tmp_path / "pki"
     directory.mkdir()
     return tls_certs.make_pki(str(directory), server_addresses=[SERVER, "10.0.0.3"])
+
+
+@pytest.fixture
+def site(tmp_path):
+    """:func:`make_site`."""
+    return make_site(tmp_path)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """:func:`make_test_pki`."""
+    return make_test_pki(tmp_path)
 
 
 # -- clients of the stdlib, against servers that do not need fileno() ---------------------------

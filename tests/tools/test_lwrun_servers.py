@@ -9,9 +9,20 @@ import subprocess
 
 import pytest
 
-from test_lwrun import (CLIENT, FETCH_HTTPS, PROGRAMS, SERVER,  # noqa: F401
-                        SOCKETSERVER_CLIENTS, UDP_CLIENT, XMLRPC_CLIENT, pki, run_ok, server,
-                        site, start)
+from test_lwrun import (CLIENT, FETCH_HTTPS, PROGRAMS, SERVER, SOCKETSERVER_CLIENTS, UDP_CLIENT,
+                        XMLRPC_CLIENT, Program, make_site, make_test_pki, run_ok, server, start)
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A directory to serve: (directory, the binary file's data)."""
+    return make_site(tmp_path)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A test CA and a server certificate for 10.0.0.1 and 10.0.0.3."""
+    return make_test_pki(tmp_path)
 
 FETCH_GET = """
 import hashlib, http.client, sys, urllib.error, urllib.request
@@ -327,7 +338,6 @@ asyncio.run(main())
 
 
 def test_names_resolve_through_the_stacks_dns(lwswitch, processes, site):
-    from test_lwrun import Program
     directory, _data = site
     router = processes.python("lwrouter", "--net", lwswitch, "--conf",
                               "ip=10.0.0.254/24,fqdn=gw.test", "--dhcp", "10.0.0.100-10.0.0.150",
