@@ -63,6 +63,14 @@ subclasses, ``ssl.SSLSocket`` included), lwstack sockets and :class:`lwstack.tls
 gets the kernel class as its base instead (so its methods work), with the same rule: its
 ``AF_UNIX`` sockets work, anything else raises :class:`NotRoutable`.
 
+What is not covered.  The C module ``_socket`` is left alone: code calling
+``_socket.socket()`` itself (the ``socket`` and ``ssl`` modules do, nothing else in the
+stdlib) makes kernel sockets; a kernel AF_INET descriptor handed to ``socket.socket(fileno=)``
+or ``socket.fromfd`` is refused, though.  lwstack has no loopback interface, so 127.0.0.1
+and ::1 are not reachable and cannot be bound: programs that talk to themselves through
+``localhost``, or probe for IPv6 by binding ``::1`` (urllib3 does, and then keeps to IPv4),
+see what a host without a loopback would show them.
+
 Stacks.  One stack for the whole process (``install(stack)``: every thread uses it, also
 asyncio's resolver threads), or one per thread (``install(stack_factory=f)``: ``f()`` is
 called on a thread's first socket or name look-up and its stack kept for that thread; stacks

@@ -17,6 +17,11 @@ seconds at most, 30 by default).  ``--per-thread`` gives every thread a stack of
 made on the thread's first socket or name look-up (so the configuration must be automatic:
 a static address or MAC would be the same for every thread).
 
+Every thread shares the one stack unless ``--per-thread``; then asyncio's resolver threads
+(``loop.getaddrinfo`` runs in an executor) get stacks, and DHCP leases, of their own too.
+The stack has no loopback interface: ``localhost`` is not reachable (see
+:mod:`lwstack.launcher`).
+
 The exit status is the program's (1 for an uncaught exception, whose traceback is printed as
 Python prints it; 2 for lwrun's own argument errors, 1 when the stack cannot start).  At exit,
 after the program's own ``atexit`` functions and once its non-daemon threads have ended, the
