@@ -156,6 +156,8 @@ class StreamSocket(socket):
     def _raise_pending(self):
         code = self._conn.pop_error()
         if code:
+            if self._readiness is not None:
+                self._readiness.update()          # the error was the reason it was ready
             raise _oserror(code)
 
     # -- addresses and connections -----------------------------------------------------------
@@ -314,11 +316,10 @@ class StreamSocket(socket):
         self._check_flags(flags, _DONTWAIT | _NOSIGNAL)
         view = self._as_view(data)
         with self._driver.lock:
-            try:
-                return self._send_some(view, flags, self._deadline())
-            finally:
-                if self._readiness is not None:
-                    self._readiness.update()
+            n = self._send_some(view, flags, self._deadline())
+            if self._readiness is not None:
+                self._readiness.update()
+        return n
 
     def _send_some(self, view, flags, deadline):
         conn = self._conn
@@ -335,6 +336,10 @@ class StreamSocket(socket):
             self._check_open()
         try:
             n = conn.send(view, self._driver.now())
+        except OSError:
+            if self._readiness is not None:
+                self._readiness.update()          # a pending error was taken
+            raise
         finally:
             self._driver.after_call()
         if n == 0 and (flags & _DONTWAIT or self._timeout == 0.0):
@@ -349,12 +354,10 @@ class StreamSocket(socket):
         sent = 0
         deadline = self._deadline()
         with self._driver.lock:
-            try:
-                while sent < total:
-                    sent += self._send_some(view[sent:], flags, deadline)
-            finally:
-                if self._readiness is not None:
-                    self._readiness.update()
+            while sent < total:
+                sent += self._send_some(view[sent:], flags, deadline)
+            if self._readiness is not None:
+                self._readiness.update()
 
     def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
         """Send the buffers' bytes as one stream write (no ancillary data on TCP); returns
@@ -396,14 +399,12 @@ class StreamSocket(socket):
             n = self.recv_into(buf, bufsize, flags)
             return bytes(buf[:n])
         with self._driver.lock:
-            try:
-                self._wait_readable(flags)
-                conn = self._conn
-                data = conn.recv(bufsize, self._driver.now(), peek=bool(flags & _PEEK))
-                self._driver.after_call()
-            finally:
-                if self._readiness is not None:
-                    self._readiness.update()
+            self._wait_readable(flags)
+            conn = self._conn
+            data = conn.recv(bufsize, self._driver.now(), peek=bool(flags & _PEEK))
+            self._driver.after_call()
+            if self._readiness is not None:
+                self._readiness.update()
         return data if data is not None else b""
 
     def recv_into(self, buffer, nbytes=0, flags=0):
@@ -422,32 +423,28 @@ class StreamSocket(socket):
             data = self.recv(len(view), flags)
             view[:len(data)] = data
             return len(data)
+        got = 0
         deadline = self._deadline()
         with self._driver.lock:
-            try:
-                return self._recv_into_locked(view, flags, deadline)
-            finally:
-                if self._readiness is not None:
-                    self._readiness.update()
-
-    def _recv_into_locked(self, view, flags, deadline):
-        got = 0
-        while True:
-            try:
-                self._wait_readable(flags, deadline, keep_error=bool(got))
-            except OSError:
-                if got:                   # MSG_WAITALL: what was copied is returned, as on
-                    return got            # Linux (a timeout, EAGAIN, a closed socket)
-                raise
-            if got and not self._conn.receive_queue_bytes:
-                return got                # end of stream or an error: the next call says which
-            n = self._conn.recv_into(view[got:], self._driver.now())
-            self._driver.after_call()
-            if not n:
-                return got
-            got += n
-            if not flags & _WAITALL or got == len(view):
-                return got
+            while True:
+                try:
+                    self._wait_readable(flags, deadline, keep_error=bool(got))
+                except OSError:
+                    if got:               # MSG_WAITALL: what was copied is returned, as on
+                        break             # Linux (a timeout, EAGAIN, a closed socket)
+                    raise                 # (a pending error updated the descriptor)
+                if got and not self._conn.receive_queue_bytes:
+                    break                 # end of stream or an error: the next call says which
+                n = self._conn.recv_into(view[got:], self._driver.now())
+                self._driver.after_call()
+                if not n:
+                    break
+                got += n
+                if not flags & _WAITALL or got == len(view):
+                    break
+            if self._readiness is not None:
+                self._readiness.update()
+        return got
 
     def recvfrom(self, bufsize, flags=0):
         """``(data, None)``: a connected stream has no per-datagram address (as Linux)."""

@@ -201,14 +201,14 @@ def test_reset_is_readable_and_writable_with_the_error_pending(world):
     assert state(client) == "rw"                  # closed: POLLHUP stays
 
 
-def test_full_send_buffer_is_not_writable_until_the_peer_reads(world):
-    client, accepted, _ = connected_pair(world)
+def fill(client, accepted):
+    """Small buffers, then send until the send buffer stays full; the bytes sent."""
     accepted.setsockopt(SOL_SOCKET, stdsocket.SO_RCVBUF, 4096)
     client.setsockopt(SOL_SOCKET, stdsocket.SO_SNDBUF, 4096)
     client.setblocking(False)
     sent = 0
     quiet_rounds = 0
-    while quiet_rounds < 3:                       # until the buffer stays full
+    while quiet_rounds < 3:                       # until the peer's window stays closed
         before = sent
         try:
             while True:
@@ -217,9 +217,23 @@ def test_full_send_buffer_is_not_writable_until_the_peer_reads(world):
             pass
         quiet_rounds = quiet_rounds + 1 if sent == before else 0
         time.sleep(0.05)
+    return sent
+
+
+def test_full_send_buffer_is_not_writable_until_the_peer_reads(world):
+    client, accepted, _ = connected_pair(world)
+    sent = fill(client, accepted)
     assert state(client) == "--"
     drain(accepted, sent)
     assert settle(client, "-w") == "-w"
+
+
+def test_raising_so_sndbuf_makes_a_full_socket_writable_at_once(world):
+    client, accepted, _ = connected_pair(world)
+    fill(client, accepted)
+    assert state(client) == "--"
+    client.setsockopt(SOL_SOCKET, stdsocket.SO_SNDBUF, 1 << 20)
+    assert state(client) == "-w"
 
 
 def test_nonblocking_connect_completes_by_becoming_writable(world):
