@@ -310,6 +310,18 @@ class socket:
     def _dup_reset(self, twin):
         """Per-object state a ``dup()`` copy starts afresh with."""
 
+    def get_inheritable(self):
+        """False: the descriptor is close-on-exec (the socket lives in this process's stack;
+        a child could not use it)."""
+        self._check_open()
+        return False
+
+    def set_inheritable(self, inheritable):
+        """Only ``False`` (a child process cannot use an lwstack socket: EOPNOTSUPP)."""
+        self._check_open()
+        if inheritable:
+            raise _oserror(_errno.EOPNOTSUPP, "an lwstack socket lives in this process")
+
     def _release_descriptor(self):
         """This object closes (lock held): close its descriptor; True when it was the last
         object on the endpoint (the caller then closes the endpoint)."""

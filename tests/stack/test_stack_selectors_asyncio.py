@@ -6,6 +6,7 @@ switch; asyncio waits on their descriptors (:mod:`lwstack.readiness`) beside its
 """
 import asyncio
 import errno
+import gc
 import os
 import socket as stdsocket
 import socketserver
@@ -83,8 +84,9 @@ def test_streams_echo_with_start_server_and_open_connection(lan):
                 sock=await connected(a, (SERVER_IP, 8000)))
             assert writer.get_extra_info("peername") == (SERVER_IP, 8000)
             assert writer.get_extra_info("sockname")[0] == CLIENT_IP
-            sock = writer.get_extra_info("socket")
+            sock = writer.get_extra_info("socket")      # asyncio's TransportSocket
             assert sock.getsockopt(lwsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY) == 1
+            assert f"fd={sock.fileno()}" in repr(sock) and not sock.get_inheritable()
 
             async def send():
                 for i in range(0, len(payload), 100_000):
@@ -338,10 +340,11 @@ def test_no_descriptor_left_after_asyncio(lan):
     a, b = lan
 
     def count():
+        gc.collect()
         return len(os.listdir("/proc/self/fd"))
 
-    async def main():
-        listening = lwsocket.create_server((SERVER_IP, 8005), stack=b)
+    async def main(port):
+        listening = lwsocket.create_server((SERVER_IP, port), stack=b)
 
         async def handle(reader, writer):
             writer.write(await reader.read(100))
@@ -349,7 +352,7 @@ def test_no_descriptor_left_after_asyncio(lan):
         server = await asyncio.start_server(handle, sock=listening)
         for _ in range(5):
             reader, writer = await asyncio.open_connection(
-                sock=await connected(a, (SERVER_IP, 8005)))
+                sock=await connected(a, (SERVER_IP, port)))
             writer.write(b"x")
             writer.write_eof()
             assert await reader.read() == b"x"
@@ -357,9 +360,9 @@ def test_no_descriptor_left_after_asyncio(lan):
             await writer.wait_closed()
         server.close()
         await server.wait_closed()
-    run(main())                                       # the loop's own descriptors come and go
+    run(main(8005))                                   # the loop's own descriptors come and go
     before = count()
-    run(main())
+    run(main(8006))
     assert count() == before
 
 
