@@ -5,8 +5,11 @@ IPv6 router advertisements, DHCPv6 and DNS for the LAN), then a first process (A
 configures itself with ``auto`` (a DHCPv4 lease, SLAAC and DHCPv6 addresses) and echoes UDP
 on both families, and plugs this process (B) in beside it, configured the same way; B finds A
 by name through the router's DNS (A and AAAA records), pings it and exchanges UDP datagrams
-with it over IPv4 and IPv6, shows the switch's view of its ports and the router's log, and
-cleans everything up.  No root, no change to the host's network.
+with it over IPv4 and IPv6.  A third process (C) is a stock ``python -m http.server`` that
+``lwrun`` runs on a stack of its own (``www``); B fetches a page from it by name with
+``urllib.request``, routed through B's stack by :mod:`lwstack.launcher`, over IPv4 and IPv6.
+Then the demo shows the switch's view of its ports and the router's log, and cleans
+everything up.  No root, no change to the host's network.
 """
 import argparse
 import ipaddress
@@ -28,6 +31,9 @@ PREFIX = "fd00:10::/64"
 DHCP6_RANGE = "fd00:10::100-fd00:10::1ff"
 DOMAIN = "lan"
 PEER_NAME = "echo"
+WEB_NAME = "www"
+#: The page C serves (its directory holds only this file).
+PAGE = "<!doctype html><title>lwdemo</title><p>Hello from an unmodified http.server on lwstack.\n"
 OWN_CONF = "auto,fqdn=demo"
 #: Seconds to wait for the configuration (it takes about four: RFC 4862's random delay and
 #: duplicate address detection, router solicitation, the DHCPv4 and DHCPv6 exchanges).
@@ -62,9 +68,10 @@ class _Children:
     def __init__(self):
         self.procs = []
 
-    def start(self, *argv):
+    def start(self, *argv, env=None):
         proc = subprocess.Popen([sys.executable, "-m", *argv], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env)
         self.procs.append(proc)
         return proc
 
@@ -181,9 +188,20 @@ def _demo(args):
 
         say(f"[3] Starting process A, named {PEER_NAME!r}, configured automatically "
             f"(--conf auto,fqdn={PEER_NAME}),")
-        say(f"    and plugging this process (B) in beside it with --conf {OWN_CONF}.")
+        say("    process C, an unmodified web server run by lwrun with a stack of its own:")
+        site = os.path.join(workdir, "site")
+        os.mkdir(site)
+        with open(os.path.join(site, "index.html"), "w", encoding="utf-8") as page:
+            page.write(PAGE)
+        web_argv = ["--net", locator, "--conf", f"auto,fqdn={WEB_NAME}", "--",
+                    "-m", "http.server", "80", "--bind", "::", "--directory", site]
+        say(f"    lwrun {' '.join(web_argv[:5])}")
+        say(f"          {' '.join(web_argv[5:])}")
+        say(f"    and plugging this process (B) in beside them with --conf {OWN_CONF}.")
         peer = children.start("lwdemo", "--peer", locator, PEER_NAME)
         peer_lines = _Lines(peer, "process A")
+        web = children.start("lwrun", *web_argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        web_lines = _Lines(web, "process C (http.server under lwrun)")
         with lwstack.Stack(locator, OWN_CONF, description="lwdemo B") as stack:
             started = time.monotonic()           # B configures itself while A does
             line = peer_lines.next(CONFIG_TIMEOUT + 5)
@@ -191,9 +209,9 @@ def _demo(args):
             while line != READY:
                 line = peer_lines.next(5)
                 say(f"        {line}")
+            say(f"    C (pid {web.pid}) says: {web_lines.next(CONFIG_TIMEOUT + 5)}")
             say("")
             stack.wait_configured(CONFIG_TIMEOUT)
-            _settle(stack)
             say(f"[4] B (pid {os.getpid()}, MAC {stack.mac}) was configured in "
                 f"{time.monotonic() - started:.1f} s:")
             for line in describe(stack):
@@ -230,32 +248,36 @@ def _demo(args):
                 say(f"    {echoed}/{args.count} echoed intact\n")
                 total += 2
                 ok += (replies == args.count) + (echoed == args.count)
-            say("[8] The switch's view, from its management console (port/print):")
+            say(f"[8] B fetches http://{WEB_NAME}/ from C with urllib.request, its sockets routed "
+                "through B's stack")
+            say("    (lwstack.launcher, what lwrun does for a whole program):")
+            fetched = _fetch_pages(stack, lws, WEB_NAME)
+            for line in fetched:
+                say(f"    {line}")
+            total += 2
+            ok += sum(line.endswith("(the page C serves)") for line in fetched)
+            say("    C's log (http.server writes one line per request):")
+            time.sleep(0.1)
+            for line in web_lines.lines[1:]:
+                say(f"        {line}")
+            say("")
+            say("[9] The switch's view, from its management console (port/print):")
             for line in _console(mgmt, "port/print"):
                 say(f"    {line}")
             say("")
         time.sleep(0.2)                  # B's RELEASEs reach the router's log
-        say("[9] What the router handed out (its log):")
+        say("[10] What the router handed out (its log):")
         for line in router_log.lines[1:]:
             say(f"    {line}")
         say("")
-        say("[10] Cleaning up: stopping A, the router and the switch, removing " + workdir)
-        say("done: " + ("every ping answered and every datagram echoed, over IPv4 and IPv6."
-                        if ok == total else "some replies were missing (see above)."))
+        say("[11] Cleaning up: stopping A, C, the router and the switch, removing " + workdir)
+        say("done: " + ("every ping answered, every datagram echoed and both pages fetched, "
+                        "over IPv4 and IPv6." if ok == total
+                        else "some replies were missing (see above)."))
         return 0 if ok == total else 1
     finally:
         children.stop()
         _remove_tree(workdir)
-
-
-def _settle(stack, timeout=3.0):
-    """Wait (a little) for the addresses still in duplicate address detection: a stack is
-    configured once it has one usable global IPv6 address, and with ``auto`` the other one
-    (SLAAC or DHCPv6) may need another second."""
-    deadline = time.monotonic() + timeout
-    while any(state == "tentative" for _, state, _ in stack.ipv6_addresses) and \
-            time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def describe(stack):
@@ -297,7 +319,6 @@ def _peer(args):
     with lwstack.Stack(locator, f"auto,fqdn={name}",
                        description=f"lwdemo peer {name}") as stack:
         stack.wait_configured(CONFIG_TIMEOUT)
-        _settle(stack)
         with stack.socket(lws.AF_INET6) as sock:
             sock.bind(("::", 7))         # IPV6_V6ONLY is off: IPv4 peers come as ::ffff:a.b.c.d
             lines = describe(stack)
@@ -311,6 +332,29 @@ def _peer(args):
             except KeyboardInterrupt:
                 pass
     return 0
+
+
+def _fetch_pages(stack, lws, name):
+    """Fetch ``http://NAME/`` and the same over IPv6 with the stdlib's urllib, routed through
+    ``stack``; one line per fetch."""
+    import urllib.request
+
+    from lwstack import launcher
+
+    six = next((i[4][0] for i in lws.getaddrinfo(name, 80, lws.AF_INET6, stack=stack)), None)
+    urls = [f"http://{name}/"] + ([f"http://[{six}]/"] if six else [])
+    lines = []
+    with launcher.routed(stack):
+        for url in urls:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    body = response.read().decode("utf-8", "replace")
+                    lines.append(f"GET {url} -> {response.status} {response.reason}, "
+                                 f"server {response.headers['Server']!r}, {len(body)} bytes"
+                                 + (" (the page C serves)" if body == PAGE else ""))
+            except OSError as exc:
+                lines.append(f"GET {url} failed: {exc}")
+    return lines
 
 
 def _ping(stack, lws, family, peer, count):

@@ -105,9 +105,9 @@ def test_lwdemo_runs_end_to_end():
     assert "RA fd00:10::/64 M O; DHCPv6 fd00:10::100-fd00:10::1ff" in out
     # Each process says what it got: a DHCPv4 lease, SLAAC and DHCPv6 addresses in the
     # router's prefix, a link-local address, the router from its advertisements.
-    v4_lease = r"IPv4 by DHCP: (10\.0\.0\.10[01])/24, gateway 10\.0\.0\.1, dns 10\.0\.0\.1, " \
+    v4_lease = r"IPv4 by DHCP: (10\.0\.0\.10[0-2])/24, gateway 10\.0\.0\.1, dns 10\.0\.0\.1, " \
         r"domain lan, lease 3600 s"
-    v6_addresses = r"IPv6: (fd00:10::[0-9a-f:]+)/64 by SLAAC, (fd00:10::10[01])/128 by DHCPv6, " \
+    v6_addresses = r"IPv6: (fd00:10::[0-9a-f:]+)/64 by SLAAC, (fd00:10::10[0-2])/128 by DHCPv6, " \
         r"fe80::[0-9a-f:]+/64 link-local"
     router_line = r"default router fe80::[0-9a-f:]+ \(from its advertisement\), dns fd00:10::1"
     peer = re.search(rf"A \(pid \d+\) says: {v4_lease}\n +{v6_addresses}\n +{router_line}\n"
@@ -118,8 +118,8 @@ def test_lwdemo_runs_end_to_end():
     assert own, out
     peer_v4, _, peer_v6 = peer.groups()
     own_v4, _, own_v6 = own.groups()
-    assert {peer_v4, own_v4} == {"10.0.0.100", "10.0.0.101"}
-    assert {peer_v6, own_v6} == {"fd00:10::100", "fd00:10::101"}
+    # Three clients (A, B and the web server C) share the first three leases.
+    assert len({peer_v4, own_v4}) == 2 and len({peer_v6, own_v6}) == 2
     # B finds A by name in both families: A from its DHCPv4 lease, AAAA from its DHCPv6 one.
     assert f"getaddrinfo('echo', 7) -> echo.lan is {peer_v4} (A) and {peer_v6} (AAAA)" in out
     for address in (peer_v4, peer_v6):
@@ -138,7 +138,19 @@ def test_lwdemo_runs_end_to_end():
     assert re.search(rf"lwrouter: DHCPREPLY {own_v6} [0-9a-f:]{{17}}", out)
     assert f"lwrouter: DHCPRELEASE {own_v4}" in out       # B closed its stack
     assert f"lwrouter: DHCPRELEASE {own_v6}" in out
-    assert "done: every ping answered and every datagram echoed, over IPv4 and IPv6." in out
+    # C: python -m http.server under lwrun, fetched by name (IPv4 first by RFC 6724 for these
+    # ULA addresses) and over IPv6 with urllib routed through B's stack; its log shows B.
+    assert "Serving HTTP on :: port 80" in out
+    web_v6 = re.search(r"GET http://\[(fd00:10::10[0-2])\]/ -> 200 OK, server 'SimpleHTTP/[^']+', "
+                       r"\d+ bytes \(the page C serves\)", out)
+    assert web_v6 and web_v6.group(1) not in (peer_v6, own_v6), out
+    assert re.search(r"GET http://www/ -> 200 OK, server 'SimpleHTTP/[^']+', \d+ bytes "
+                     r"\(the page C serves\)", out), out
+    assert f'::ffff:{own_v4} - - ' in out and f'{own_v6} - - ' in out, out
+    assert out.count('"GET / HTTP/1.1" 200') == 2, out
+    assert "lwrun " in out                    # the switch console saw process C
+    assert "done: every ping answered, every datagram echoed and both pages fetched, over " \
+        "IPv4 and IPv6." in out
 
 
 def test_lwrouter_leases_to_two_stacks_and_names_them(lwswitch, processes):
