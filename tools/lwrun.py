@@ -174,6 +174,7 @@ def _start(args):
         except BaseException:
             stack.close(0)
             raise
+        stack.make_default()            # for programs that use lwstack.socket themselves
         return stack
 
     def report(reason):

@@ -326,11 +326,13 @@ def test_stack_closes_at_exit_letting_connections_finish(lwswitch, processes):
 def test_exit_status_argv_and_main_of_a_script(lwswitch, tmp_path):
     script = tmp_path / "prog.py"
     script.write_text("import socket, sys\n"
+                      "import lwstack.socket\n"
                       "print(__name__, sys.argv, sys.path[0], socket.gethostname())\n"
+                      "print(lwstack.socket.gethostname())       # the thread's default stack\n"
                       "sys.exit(3)\n")
     result = run(lwswitch, str(script), "a", "--net", "b", conf=f"ip={CLIENT}/24,fqdn=box.lan")
     assert result.returncode == 3, result.stderr
-    assert result.stdout == f"__main__ {[str(script), 'a', '--net', 'b']} {tmp_path} box\n"
+    assert result.stdout == f"__main__ {[str(script), 'a', '--net', 'b']} {tmp_path} box\nbox\n"
 
 
 def test_module_and_code_get_their_arguments(lwswitch, tmp_path):
