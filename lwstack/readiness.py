@@ -37,12 +37,18 @@ Design note.
   other process may send to our abstract name (EPERM), and the user end has no name at all,
   so no other process can send tokens to it.
 - Cost.  Nothing for a socket whose ``fileno()`` was never called: its endpoint's ``on_change``
-  hook stays the driver's.  The first ``fileno()`` costs the pair (about 15 us).  Afterwards
-  the endpoint's hook also marks the socket (an attribute test and a list append per batch,
-  not per segment), and the driver re-computes the marked sockets' readiness once at the end
-  of each batch; a system call happens only when a bit flips.  TCP's "writable" is Linux's
+  hook stays the driver's, and the socket calls test one attribute (a non-blocking TCP
+  ``recv_into`` that finds nothing costs 2.12 us, as before descriptors existed).  The first
+  ``fileno()`` costs the pair: 18 us (closing it 8 us).  Afterwards the endpoint's hook also
+  marks the socket (an attribute test and a list append per batch, not per segment), and the
+  driver re-computes the marked sockets' readiness once at the end of each batch: 0.12 us
+  when nothing flipped; a flip is one system call, 1.4 us for the readable bit and 1.9 us for
+  the writable one (2-core VM, CPython 3.11).  TCP's "writable" is Linux's
   ``sk_stream_is_writeable`` (free space at least half the queued bytes: queued <= 2/3 of
   SO_SNDBUF), whose hysteresis keeps a bulk sender from flipping the bit at every ACK.
+  ``bench/fileno.py``: bulk TCP with descriptors registered on both ends moves as fast as
+  without (69.0 against 68.8 MB/s, 1.85 against 1.86 CPU seconds per 100 MB, pure build);
+  echo round trips with a selectors-driven client run at 96 % of a blocking client's.
 - Synchronous clearing.  A call that changes its own socket's readiness (``recv`` draining the
   buffer, ``send`` filling it, ``accept`` emptying the queue, ``getsockopt(SO_ERROR)``,
   ``connect``, ``shutdown``) updates the descriptor before it returns, so a level-triggered
