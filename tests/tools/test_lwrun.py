@@ -279,6 +279,7 @@ print("https", reply.status_code, reply.text.strip())
 
 
 def test_requests_http_and_https(lwswitch, processes, site, pki):
+    pytest.importorskip("requests")
     directory, data = site
     server(processes, lwswitch, PROGRAMS, "http", directory, "--loop", "accept", "--port", "80")
     tls = start(processes, lwswitch, "10.0.0.3", PROGRAMS, "http", directory, "--loop",
@@ -301,6 +302,7 @@ with httpx.Client(timeout=20) as client:
 
 
 def test_httpx_sync_client(lwswitch, processes, site):
+    pytest.importorskip("httpx")
     directory, _data = site
     server(processes, lwswitch, PROGRAMS, "http", directory, "--loop", "accept", "--port", "80")
     out = run_ok(lwswitch, "-c", HTTPX_CLIENT, f"http://{SERVER}")

@@ -287,6 +287,7 @@ with requests.Session() as session:
 
 
 def test_requests_session_keeps_its_connection(lwswitch, processes, site):
+    pytest.importorskip("requests")
     # urllib3 checks a pooled connection with poll() on its fileno() before reusing it.
     directory, _data = site
     http = server(processes, lwswitch, PROGRAMS, "http", directory, "--http11", "--port", "80")
@@ -338,6 +339,7 @@ asyncio.run(main())
 
 
 def test_names_resolve_through_the_stacks_dns(lwswitch, processes, site):
+    pytest.importorskip("aiohttp")
     directory, _data = site
     router = processes.python("lwrouter", "--net", lwswitch, "--conf",
                               "ip=10.0.0.254/24,fqdn=gw.test", "--dhcp", "10.0.0.100-10.0.0.150",
