@@ -68,17 +68,19 @@ class _Children:
     def __init__(self):
         self.procs = []
 
-    def start(self, *argv, env=None):
+    def start(self, *argv, env=None, stop_signal=signal.SIGTERM):
+        """Start ``python -m argv``; ``stop_signal`` is what :meth:`stop` sends it."""
         proc = subprocess.Popen([sys.executable, "-m", *argv], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env)
+        proc.stop_signal = stop_signal
         self.procs.append(proc)
         return proc
 
     def stop(self):
         for proc in reversed(self.procs):
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(proc.stop_signal)
                 try:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
@@ -200,7 +202,9 @@ def _demo(args):
         say(f"    and plugging this process (B) in beside them with --conf {OWN_CONF}.")
         peer = children.start("lwdemo", "--peer", locator, PEER_NAME)
         peer_lines = _Lines(peer, "process A")
-        web = children.start("lwrun", *web_argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        # SIGINT: http.server ends its serve_forever, lwrun closes C's stack (leases released).
+        web = children.start("lwrun", *web_argv, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                             stop_signal=signal.SIGINT)
         web_lines = _Lines(web, "process C (http.server under lwrun)")
         with lwstack.Stack(locator, OWN_CONF, description="lwdemo B") as stack:
             started = time.monotonic()           # B configures itself while A does
