@@ -765,3 +765,32 @@ def test_virtual_network_descriptors_close_with_the_network_stack():
     assert open_descriptors() == before + 2
     a.close()
     assert open_descriptors() == before and sock.fileno() == -1
+
+
+def test_ipv6_stream_and_datagram_sockets_follow_the_same_rules():
+    net = VirtualNetwork(seed=6)
+    a = net.stack("ip=fd00::1/64")
+    b = net.stack("ip=fd00::2/64")
+    net.run(5.0)                                   # duplicate address detection
+    server = b.socket(stdsocket.AF_INET6, SOCK_STREAM)
+    server.bind(("fd00::2", 80))
+    server.listen()
+    assert state(server) == "--"
+    client = a.socket(stdsocket.AF_INET6, SOCK_STREAM)
+    client.setblocking(False)
+    assert client.connect_ex(("fd00::2", 80)) == errno.EINPROGRESS
+    assert state(client) == "--"
+    net.run(0.1)
+    assert state(client) == "-w" and state(server) == "r-"
+    accepted, _ = server.accept()
+    accepted.sendall(b"six")
+    net.run(0.1)
+    assert state(client) == "rw"
+    assert client.recv(10) == b"six" and state(client) == "-w"
+    receiver = b.socket(stdsocket.AF_INET6, SOCK_DGRAM)
+    receiver.bind(("::", 53))                      # dual stack: IPv4 too
+    assert state(receiver) == "-w"
+    a.socket(stdsocket.AF_INET6, SOCK_DGRAM).sendto(b"q", ("fd00::2", 53))
+    net.run(0.1)
+    assert state(receiver) == "rw"
+    assert receiver.recvfrom(10)[0] == b"q" and state(receiver) == "-w"
