@@ -79,6 +79,7 @@ import socket as _stdlib
 import struct
 import threading
 
+from lwstack import readiness as _readiness
 from lwstack import socket as lwsocket
 from lwstack.proto.tcp.connection import HANDSHAKE
 from lwstack.runtime import DriverBase
@@ -161,6 +162,10 @@ class AsyncioDriver(DriverBase):
     Build it in the thread that runs ``loop``; :class:`AsyncioStack` does.
     """
 
+    #: Sockets' descriptors (``fileno()``) are brought up to date at the end of each batch
+    #: and after each API call, as the threaded runtime does.
+    defers_readiness = True
+
     def __init__(self, phy, loop):
         super().__init__(phy)
         self.loop = loop
@@ -223,6 +228,7 @@ class AsyncioDriver(DriverBase):
             if self.closed:
                 return
             self.closed = True
+            _readiness.close_all(self)       # sockets' descriptors close with their stack
             self.cond.notify_all()
             watchers = list(self._watchers.values())
             predicates, self._predicates = self._predicates, []
@@ -276,6 +282,8 @@ class AsyncioDriver(DriverBase):
         if self._in_batch:
             return
         self.flush()
+        if self.readiness_pending:
+            _readiness.flush(self)
         if threading.get_ident() == self._loop_thread:
             self._rearm()
         elif not self._rearm_scheduled:
@@ -433,6 +441,8 @@ class AsyncioDriver(DriverBase):
 
     def _end_batch(self):
         """What is left for the next loop iteration, the output, and the timer."""
+        if self.readiness_pending:
+            _readiness.flush(self)
         if self._changed and not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             self.loop.call_soon(self._dispatch_later)

@@ -191,15 +191,16 @@ def test_raising_the_send_buffer_makes_a_full_socket_writable_at_once():
         server_stack.close(timeout=0)
 
 
-def test_asyncio_driver_sockets_follow_at_once():
-    """The native asyncio driver updates descriptors from the endpoint hook (no batch end to
-    wait for): asyncio's selector loop can wait on facade sockets of an AsyncioStack."""
+def test_asyncio_driver_sockets_follow_each_batch():
+    """The native asyncio driver updates descriptors at the end of each batch and after each
+    API call: asyncio's selector loop can wait on facade sockets of an AsyncioStack, and
+    they close with it."""
     async def main():
         loop = asyncio.get_running_loop()
         switch = MemorySwitch()
         a = lwasyncio.AsyncioStack(switch, "ip=10.6.1.1/24")
         b = lwasyncio.AsyncioStack(switch, "ip=10.6.1.2/24")
-        assert not a.driver.defers_readiness
+        assert a.driver.defers_readiness
         listening = lwsocket.create_server(("10.6.1.2", 80), stack=b)
         listening.setblocking(False)
         client = lwsocket.socket(lwsocket.AF_INET, lwsocket.SOCK_STREAM, stack=a)
