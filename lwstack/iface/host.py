@@ -14,8 +14,34 @@ dropped; no exception escapes :meth:`receive`.  Misuse through the API (sending 
 unreachable network, an oversized datagram, binding a used port) raises ``OSError`` with the
 errno Linux would give, for the socket facade to pass on.
 
-Packets to one of our own addresses go through :attr:`loopback` and come back in on the next
-:meth:`poll`, the way Linux routes them through ``lo``.
+Loopback.  Every stack has what Linux's ``lo`` gives: 127.0.0.0/8 (each of its addresses is
+local, and 127.0.0.1 is the source for any of them, as Linux's ``local 127.0.0.0/8 ... src
+127.0.0.1`` route says) and ``::1`` (:mod:`lwstack.iface.host6`).  Packets to those and to
+our own interface addresses go through :attr:`loopback` (a bounded deque, LOOPBACK_LIMIT
+packets, drops counted in ``drop.loopback_full``) and come back in on the next :meth:`poll`,
+the way Linux routes them through ``lo``; nothing looped back is ever a frame.  The rules
+(RFC 1122 3.2.1.3(g): 127/8 "MUST NOT appear outside a host"; RFC 4291 2.5.3 for ``::1``):
+
+- from the wire, a loopback source or destination is a martian, counted and dropped
+  (``drop.ipv4_martian_source`` / ``_destination``, ``drop.ipv6_martian_*``); what
+  :meth:`receive` gets is checked (``offset`` HEADER_LEN), what :meth:`poll` loops back (and
+  what is reassembled from checked fragments, ``offset`` 0) is not;
+- ARP never answers or learns from a packet naming a 127/8 address (``drop.arp_loopback``,
+  as Linux's arp_process), neighbour discovery never answers for ``::1``;
+- a packet with a loopback source never leaves: a socket bound to 127.x that sends to another
+  host gets EINVAL as on Linux (``__mkroute_output``: UDP and ICMP at ``sendto``/``connect``;
+  TCP's SYN is refused locally and its connect fails with EINVAL after the next poll, since
+  the TCP table routes by destination only).  IPv6 differs on Linux: a socket bound to ``::1``
+  may send to another host and Linux does put the packet on the wire (the peer drops it, as
+  RFC 4291 2.5.3 asks); we drop it before the wire instead, counted in
+  ``drop.loopback_source_off_host``, so the socket sees what a Linux socket sees (the send
+  succeeds, a TCP connect times out);
+- the fast paths (:meth:`link_header`, ``_link_header6``) never give a header for a loopback
+  destination, so TCP's cached-frame path takes :meth:`_send_ipv4` / ``_send_ipv6`` like a
+  connection to our own address;
+- MTU: a datagram to a local destination is not fragmented below LOOPBACK_MTU (65536, Linux's
+  ``lo``); TCP's MSS stays the interface's (the table takes the link MTU for every peer);
+- :meth:`unspecified_destination`: where a connect to 0.0.0.0 or ``::`` goes (Linux's rules).
 
 Services.  Sans-IO protocol engines that speak UDP without a socket (DHCP clients and
 servers, the DNS resolver and server) plug in with :meth:`Host.add_service`.  A service has
@@ -94,7 +120,7 @@ import random
 
 from lwstack.iface.arp import NeighbourCache
 from lwstack.iface.config import parse_config, random_mac
-from lwstack.iface.host6 import ANY6, Ipv6Host
+from lwstack.iface.host6 import ANY6, LOOPBACK6, Ipv6Host
 from lwstack.iface.routes import Route, RouteTable
 from lwstack.proto.datagram import ANY, DatagramEndpoint, PortTable
 from lwstack.proto.icmp import TokenBucket
@@ -115,6 +141,11 @@ LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 MAX_UDP4_PAYLOAD = 0xFFFF - 20 - UDP_HEADER_LEN
 #: Packets to our own addresses waiting for the next poll (Linux's backlog is 1000 too).
 LOOPBACK_LIMIT = 1000
+#: 127.0.0.1, the source of every packet to 127.0.0.0/8 (Linux's lo route's ``src``).
+LOOPBACK4 = b"\x7f\0\0\1"
+#: The MTU of loopback traffic (Linux's ``lo``): datagrams to local destinations up to this
+#: size are not fragmented.
+LOOPBACK_MTU = 65536
 #: ICMP errors turned into socket errors on connected sockets (RFC 1122 section 4.1.3.3).
 _UNREACH_ERRNO = {
     icmpv4.CODE_NET_UNREACHABLE: errno.ENETUNREACH,
@@ -244,8 +275,32 @@ class Host(Ipv6Host):
         self.routes.add(Route(ANY, 0, gateway=gateway, source=route.source))
 
     def is_local(self, addr):
-        """True if ``addr`` (4 or 16 bytes) is one of our (usable) addresses."""
-        return addr in self._local_addresses or addr in self._local6
+        """True if ``addr`` (4 or 16 bytes) is one of our (usable) addresses, loopback ones
+        (127.0.0.0/8, ``::1``) included."""
+        if addr in self._local_addresses or addr in self._local6:
+            return True
+        return addr[0] == 127 if len(addr) == 4 else addr == LOOPBACK6
+
+    def unspecified_destination(self, addr, local_addr):
+        """Where a ``connect`` to ``addr`` goes when it is 0.0.0.0 or ``::`` (anything else is
+        returned as it is), for a socket bound to ``local_addr``, as Linux does it:
+
+        - 0.0.0.0: the bound address, else 127.0.0.1 (``ip_route_output_key_hash_rcu`` makes a
+          missing destination the source, or loopback);
+        - ``::``: ``::1``, or 127.0.0.1 (4 bytes) for a socket bound to an IPv4(-mapped)
+          address (``ip6_datagram_connect``, ``tcp_v6_connect``).
+        """
+        if addr == ANY:
+            return local_addr if len(local_addr) == 4 and local_addr != ANY else LOOPBACK4
+        if addr == ANY6:
+            return LOOPBACK4 if len(local_addr) == 4 and local_addr != ANY else LOOPBACK6
+        return addr
+
+    def _loopback_source_refused(self, bound, dst):
+        """EINVAL for a socket bound to 127.x sending to ``dst`` off this host (Linux's
+        ``__mkroute_output``: a loopback source only leaves through ``lo``)."""
+        if len(bound) == 4 and bound[0] == 127 and not self.is_local(dst):
+            raise _fail(errno.EINVAL, "a loopback source cannot reach another host")
 
     def _is_broadcast(self, addr):
         return addr in self._broadcast_addresses
@@ -281,6 +336,11 @@ class Host(Ipv6Host):
         if packet.sender_mac == self.mac:
             self._drop("arp_own")
             return
+        if packet.target_ip[0] == 127 or packet.sender_ip[0] == 127:
+            # RFC 1122 3.2.1.3(g): 127/8 never appears on a link; Linux's arp_process drops
+            # loopback targets (and its route check loopback senders).
+            self._drop("arp_loopback")
+            return
         if self._probing:
             self._check_probe_conflict(packet, now)
         if self.is_local(packet.sender_ip):
@@ -297,19 +357,28 @@ class Host(Ipv6Host):
                            packet.sender_mac, packet.sender_ip)
 
     def _ipv4_in(self, packet, offset, link_broadcast, now):
+        """One IPv4 packet at ``packet[offset:]``: ``offset`` is HEADER_LEN for a frame from
+        the wire, 0 for a packet already inside the host (looped back, or reassembled from
+        fragments that were checked one by one): 127/8 is refused in the former only."""
         header = parse_ipv4(packet, offset)
-        if self.is_local(header.dst):
+        dst = header.dst
+        if dst in self._local_addresses:
             broadcast = False
-        elif self._is_broadcast(header.dst):
+        elif dst in self._broadcast_addresses:
             broadcast = True
+        elif dst[0] == 127 and not offset:
+            broadcast = False                      # looped back: 127.0.0.0/8 is all ours
         else:
-            self._drop("ipv4_not_for_us")
+            # RFC 1122 3.2.1.3(g): a 127/8 destination from the wire is a martian.
+            self._drop("ipv4_martian_destination" if dst[0] == 127 else "ipv4_not_for_us")
             return
         if link_broadcast and not broadcast:
             self._drop("ipv4_unicast_in_link_broadcast")  # RFC 1122 section 3.3.6
             return
         src = header.src
-        if src == LIMITED_BROADCAST or src[0] >= 224 or self._is_broadcast(src):
+        first = src[0]
+        # (The limited broadcast is among the broadcast addresses; 127/8 only from loopback.)
+        if first >= 224 or src in self._broadcast_addresses or (first == 127 and offset):
             self._drop("ipv4_martian_source")
             return
         if header.is_fragment:
@@ -454,6 +523,11 @@ class Host(Ipv6Host):
         ARP retries and expiry."""
         while self.loopback:
             packet = self.loopback.popleft()
+            if type(packet) is tuple:
+                # A TCP segment with a loopback source refused on its way out (_send_tcp):
+                # its connection fails as Linux's connect does, with EINVAL.
+                self.tcp.icmp_error(*packet, errno.EINVAL, True, now)
+                continue
             try:
                 if packet[0] >> 4 == 6:
                     self._ipv6_in(packet, 0, False, now)
@@ -615,6 +689,8 @@ class Host(Ipv6Host):
             return self.interfaces[0].address, dst
         if dst in self._local_addresses:
             return dst, dst
+        if dst[0] == 127:
+            return LOOPBACK4, dst        # Linux: local 127.0.0.0/8 dev lo src 127.0.0.1
         route, next_hop = self.routes.lookup(dst)
         if route is None:
             raise _fail(errno.ENETUNREACH)
@@ -628,7 +704,8 @@ class Host(Ipv6Host):
         ``fragment`` (TCP) it always has DF, and EMSGSIZE when too big."""
         self._ident = (self._ident + 1) & 0xFFFF
         mtu = self.pmtu.mtu_for(dst, self.mtu, now) if len(self.pmtu) else self.mtu
-        if 20 + len(payload) > mtu:
+        if 20 + len(payload) > mtu and ((dst not in self._local_addresses and dst[0] != 127)
+                                        or 20 + len(payload) > LOOPBACK_MTU):
             if not fragment:
                 raise _fail(errno.EMSGSIZE, f"{20 + len(payload)} bytes > path MTU {mtu}")
             self.route(dst)                   # unroutable: fail before sending anything
@@ -644,11 +721,15 @@ class Host(Ipv6Host):
         self._output4(packet, dst, now)
 
     def _output4(self, packet, dst, now):
-        if self.is_local(dst):
+        if dst in self._local_addresses or dst[0] == 127:
             if len(self.loopback) >= LOOPBACK_LIMIT:
                 self._drop("loopback_full")
                 return
             self.loopback.append(packet)
+            return
+        if packet[12] == 127:
+            # RFC 1122 3.2.1.3(g): never on the wire (sockets were refused EINVAL before).
+            self._drop("loopback_source_off_host")
             return
         if self._is_broadcast(dst):
             self._emit_ipv4_frame(BROADCAST, packet)
@@ -679,10 +760,10 @@ class Host(Ipv6Host):
         if len(dst) == 16:
             return self._link_header6(src, dst, protocol, now)
         # route() inlined (the per-ping path): local and broadcast destinations excluded,
-        # the limited broadcast among them, and sources that are no longer ours (a lease
-        # ended).
+        # the limited broadcast among them, sources that are no longer ours (a lease ended)
+        # or loopback ones (127/8 is not in _local_addresses), and loopback destinations.
         if dst in self._local_addresses or dst in self._broadcast_addresses or \
-                src not in self._local_addresses:
+                src not in self._local_addresses or dst[0] == 127:
             return None
         route, next_hop = self.routes.lookup(dst)
         if route is None:
@@ -701,12 +782,24 @@ class Host(Ipv6Host):
 
     def _send_tcp(self, src, dst, segment, now):
         if len(dst) == 16:
-            if src not in self._local6:
+            if src not in self._local6 and src != LOOPBACK6:
                 raise _fail(errno.EINVAL, "the source address is gone")  # e.g. a lease ended
+            # From ::1 to another host: Linux sends it and the peer drops it (RFC 4291 2.5.3),
+            # so the connect times out; _output6 drops it before the wire, same outcome.
             self._send_ipv6(src, dst, PROTO_TCP, segment, self.hop_limit6, now)
             return
         if src not in self._local_addresses:
-            raise _fail(errno.EINVAL, "the source address is gone")    # a lease ended
+            if src[0] != 127:
+                raise _fail(errno.EINVAL, "the source address is gone")    # a lease ended
+            if dst[0] != 127 and dst not in self._local_addresses:
+                # A socket bound to 127.x connecting to another host: Linux's connect says
+                # EINVAL (__mkroute_output); the table routes by destination only, so the
+                # segment is refused here and the error reaches the connection on the next
+                # poll (see poll).
+                self._drop("loopback_source_off_host")
+                if len(self.loopback) < LOOPBACK_LIMIT:
+                    self.loopback.append((src, dst, bytes(segment[:8])))
+                return
         self._send_ipv4(src, dst, PROTO_TCP, segment, self.default_ttl, now)
 
     def _emit_ipv4_frame(self, mac, packet):
@@ -803,9 +896,11 @@ class Host(Ipv6Host):
         if endpoint.family == 6:
             self._connect6(endpoint, addr, port, now)
             return
+        addr = self.unspecified_destination(addr, endpoint.local_addr)
         if self._is_broadcast(addr) and not endpoint.broadcast:
             raise _fail(errno.EACCES)
         source, _ = self.route(addr)
+        self._loopback_source_refused(endpoint.local_addr, addr)
         if not endpoint.local_port:
             self.bind(endpoint, ANY, 0)
         if endpoint.local_addr == ANY and not self._is_broadcast(addr):
@@ -832,9 +927,11 @@ class Host(Ipv6Host):
         if self._is_broadcast(addr) and not endpoint.broadcast:
             raise _fail(errno.EACCES)  # SO_BROADCAST is required, as on Linux
         bound = endpoint.local_addr
-        if bound != ANY and bound != ANY6 and not self.is_local(bound) and \
-                not self._is_broadcast(bound):
-            raise _fail(errno.EINVAL)         # bound to an address that went (Linux: EINVAL)
+        if bound != ANY and bound != ANY6 and bound not in self._local_addresses:
+            if bound[0] == 127:
+                self._loopback_source_refused(bound, addr)
+            elif not self._is_broadcast(bound):
+                raise _fail(errno.EINVAL)     # bound to an address that went (Linux: EINVAL)
         source, _ = self.route(addr)
         if len(payload) > MAX_UDP4_PAYLOAD:
             raise _fail(errno.EMSGSIZE)

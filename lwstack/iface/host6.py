@@ -37,6 +37,14 @@ the caller allows it (UDP, ICMPv6; RFC 8200 5), else refused with EMSGSIZE (TCP:
 follows the path MTU).  Multicast goes to its 33:33 MAC; unicast to the neighbour's MAC, or
 waits in the neighbour cache while NS/NA resolve it.
 
+Loopback (see :mod:`lwstack.iface.host` for the rules of both families): ``::1`` is local
+but never one of the interface's addresses (:attr:`Ipv6Host._local6`), so neighbour discovery
+never answers for it, source selection never offers it for another destination, and the
+checks for it sit where ordinary traffic does not pass (after a set lookup failed).  Packets
+to ``::1`` loop back like those to our own addresses, even while the interface's IPv6 is
+disabled (Linux's ``lo`` is an interface of its own); from the wire, ``::1`` as source or
+destination is dropped (RFC 4291 2.5.3).
+
 Timers are gathered lazily: IPv6 activity marks ``_due6`` stale and :meth:`Host.poll_at`
 recomputes it only then, so IPv4-only traffic pays one attribute test for all of this.
 """
@@ -72,6 +80,9 @@ ALL_DHCP_SERVERS = bytes.fromhex("ff020000000000000000000000010002")
 MAX_UDP6_PAYLOAD = 0xFFFF - UDP_HEADER_LEN
 #: Packets to our own addresses waiting for the next poll (as for IPv4).
 LOOPBACK_LIMIT = 1000
+#: ``::1`` (RFC 4291 2.5.3), and the MTU of loopback traffic (Linux's ``lo``).
+LOOPBACK6 = bytes(15) + b"\1"
+LOOPBACK_MTU = 65536
 #: RFC 7217's Network_ID: none (section 5 makes it optional; the prefix tells networks apart).
 NETWORK_ID = b""
 #: Interface index of the stack's one interface (``scope_id`` of link-local socket addresses).
@@ -448,6 +459,8 @@ class Ipv6Host:
         """``(source, next_hop)`` for an IPv6 destination (see :meth:`Host.route`)."""
         if dst in self._local6:
             return dst, dst
+        if dst == LOOPBACK6:
+            return dst, dst
         if self.ipv6_disabled:
             raise _fail(errno.ENETUNREACH)
         hop = self.nd.next_hop(dst, self._now)
@@ -460,8 +473,9 @@ class Ipv6Host:
         return source, hop
 
     def _link_header6(self, src, dst, protocol, now):
+        # (A ::1 source is not in _local6: it never gets a header either.)
         if dst in self._local6 or dst[0] == 0xFF or self.ipv6_disabled or \
-                src not in self._local6:
+                src not in self._local6 or dst == LOOPBACK6:
             return None
         hop = self.nd.next_hop(dst, now)
         if hop is None:
@@ -479,18 +493,21 @@ class Ipv6Host:
     def _send_ipv6(self, src, dst, next_header, payload, hop_limit, now, fragment=False):
         """Send one IPv6 datagram; over the path MTU it is fragmented when ``fragment``
         (RFC 8200 section 5: by the source only), else EMSGSIZE."""
-        if self.ipv6_disabled:
+        if self.ipv6_disabled and dst != LOOPBACK6:
             raise _fail(errno.ENETUNREACH, "IPv6 is disabled on this interface")
         self._now = now
         self._due6_stale = True
         size = IPV6_HEADER_LEN + len(payload)
         mtu = self.pmtu.mtu_for(dst, self.mtu6, now) if len(self.pmtu) else self.mtu6
+        if size > mtu and (dst in self._local6 or dst == LOOPBACK6):
+            mtu = LOOPBACK_MTU                    # looped back: Linux's lo MTU
         if size <= mtu:
             self._output6(build_ipv6(src, dst, next_header, payload, hop_limit), src, dst, now)
             return
         if not fragment:
             raise _fail(errno.EMSGSIZE, f"{size} bytes > path MTU {mtu}")
-        if dst not in self._local6 and dst[0] != 0xFF and self.nd.next_hop(dst, now) is None:
+        if dst not in self._local6 and dst[0] != 0xFF and dst != LOOPBACK6 and \
+                self.nd.next_hop(dst, now) is None:
             raise _fail(errno.ENETUNREACH)
         ident = self.rng.getrandbits(32)          # RFC 7739: unpredictable identifications
         self.stats["ipv6_fragmented"] += 1
@@ -499,11 +516,15 @@ class Ipv6Host:
             self.stats["ipv6_fragments_sent"] += 1
 
     def _output6(self, packet, src, dst, now):
-        if dst in self._local6:
+        if dst in self._local6 or dst == LOOPBACK6:
             if len(self.loopback) >= LOOPBACK_LIMIT:
                 self._drop("loopback_full")
                 return
             self.loopback.append(packet)
+            return
+        if src == LOOPBACK6:
+            # RFC 4291 2.5.3: never sent outside the node (senders took this path already).
+            self._drop("loopback_source_off_host")
             return
         if dst[0] == 0xFF:
             self._emit6(multicast_mac(dst), packet)
@@ -559,7 +580,7 @@ class Ipv6Host:
         if not self.icmp6_limiter.take(now):
             self._drop("icmpv6_rate_limited")
             return
-        src = odst if odst in self._local6 else self._source_for(osrc)
+        src = odst if odst in self._local6 or odst == LOOPBACK6 else self._source_for(osrc)
         if src is None:
             self._drop("icmpv6_error_no_source")
             return
@@ -573,15 +594,22 @@ class Ipv6Host:
     # -- input -----------------------------------------------------------------------------
 
     def _ipv6_in(self, packet, offset, link_multicast, now):
+        """One IPv6 packet at ``packet[offset:]``; ``offset`` 0 is a packet already inside
+        the host (looped back, or reassembled from fragments checked one by one), which may
+        carry ``::1``; one from the wire (``offset`` HEADER_LEN) may not (RFC 4291 2.5.3)."""
         self._now = now
         self._due6_stale = True
-        if self.ipv6_disabled:
+        if self.ipv6_disabled and offset:
             self._drop("ipv6_disabled")
             return
         header = parse_ipv6(packet, offset)
         src, dst = header.src, header.dst
-        if src[0] == 0xFF:
+        first = src[0]
+        if first == 0xFF:
             self._drop("ipv6_multicast_source")
+            return
+        if first == 0 and offset and src == LOOPBACK6:
+            self._drop("ipv6_martian_source")
             return
         tentative = multicast = False
         if dst in self._local6:
@@ -593,8 +621,10 @@ class Ipv6Host:
             multicast = True
         elif dst in self.addresses6:
             tentative = True
+        elif dst == LOOPBACK6 and not offset:
+            pass                                  # looped back
         else:
-            self._drop("ipv6_not_for_us")
+            self._drop("ipv6_martian_destination" if dst == LOOPBACK6 else "ipv6_not_for_us")
             return
         start = offset + IPV6_HEADER_LEN
         end = start + header.payload_len
@@ -756,7 +786,7 @@ class Ipv6Host:
             self._drop("icmpv6_bad_quote")
             return
         qsrc, qdst, protocol, transport = quoted
-        if qsrc not in self._local6:
+        if qsrc not in self._local6 and qsrc != LOOPBACK6:
             self._drop("icmpv6_error_not_ours")
             return
         error, fatal = icmp6_errno(icmp_type, code)
@@ -940,20 +970,25 @@ class Ipv6Host:
             if addr != ANY and not self.is_local(addr) and not self._is_broadcast(addr):
                 raise _fail(errno.EADDRNOTAVAIL)
             endpoint.dual = False
-        elif addr != ANY6 and addr not in self._local6:
+        elif addr != ANY6 and addr not in self._local6 and addr != LOOPBACK6:
             raise _fail(errno.EADDRNOTAVAIL)
         if self._table(endpoint).bind(endpoint, addr, port) is None:
             raise _fail(errno.EADDRINUSE if port else errno.EAGAIN)
 
     def _connect6(self, endpoint, addr, port, now):
         self._now = now
+        if addr == ANY6:
+            addr = self.unspecified_destination(addr, endpoint.local_addr)
+            if len(addr) == 4:
+                addr = MAPPED_PREFIX + addr
         if addr[:12] == MAPPED_PREFIX:
             if endpoint.v6only or endpoint.kind != "udp":
                 raise _fail(errno.ENETUNREACH)
             if len(endpoint.local_addr) == 16 and endpoint.local_addr != ANY6:
                 raise _fail(errno.ENETUNREACH)
-            v4 = addr[12:]
+            v4 = self.unspecified_destination(addr[12:], endpoint.local_addr)
             source, _ = self.route(v4)
+            self._loopback_source_refused(endpoint.local_addr, v4)
             if not endpoint.local_port:
                 self._bind6(endpoint, ANY6, 0)
             if endpoint.local_addr in (ANY, ANY6):
@@ -990,8 +1025,10 @@ class Ipv6Host:
         if len(endpoint.local_addr) == 4 and endpoint.local_port:
             raise _fail(errno.ENETUNREACH)
         bound = endpoint.local_addr
-        if bound != ANY6 and bound not in self._local6:
+        if bound != ANY6 and bound not in self._local6 and bound != LOOPBACK6:
             raise _fail(errno.EINVAL)         # bound to an address that went (Linux: EINVAL)
+        # Bound to ::1 and sending elsewhere: Linux sends it (the peer drops it, RFC 4291
+        # 2.5.3); _output6 drops it before the wire, and the sender sees the same success.
         source, _ = self._route6(addr)
         if bound != ANY6:
             source = bound
