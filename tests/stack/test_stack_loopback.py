@@ -119,23 +119,32 @@ def test_connect_to_the_unspecified_address_goes_where_linux_sends_it(lan):
     assert wire.frames == []
 
 
-@pytest.mark.xfail(strict=True, reason="lwstack/socket.py (UDP connect_ex) and lwstack/_stream.py "
-                   "(_connect_locked) still map 0.0.0.0 to the first interface address and :: to "
-                   "one of our IPv6 addresses; they should call host.unspecified_destination")
+@pytest.mark.xfail(strict=True, reason="lwstack/_stream.py (_connect_locked) still maps 0.0.0.0 "
+                   "to the first interface address and :: to one of our IPv6 addresses; it should "
+                   "call host.unspecified_destination(addr, conn.local_addr)")
 @pytest.mark.parametrize("family, any_addr, expected", [
     (AF_INET, "0.0.0.0", "127.0.0.1"), (AF_INET6, "::", "::1")])
-def test_facade_connect_to_the_unspecified_address_reaches_loopback(lan, family, any_addr,
-                                                                    expected):
+def test_tcp_connect_to_the_unspecified_address_reaches_loopback(lan, family, any_addr,
+                                                                 expected):
     net, a, b, wire = lan
-    udp = sock(a, AF_INET)
-    udp.connect(("0.0.0.0", 9))
     listener = sock(a, family, SOCK_STREAM)
     listener.bind((expected, 8080))
     listener.listen()
     client = sock(a, family, SOCK_STREAM)
     client.connect((any_addr, 8080))
     assert client.getpeername()[0] == expected
+    assert wire.frames == []
+
+
+@pytest.mark.xfail(strict=True, reason="lwstack/socket.py (DatagramSocket.connect_ex) still maps "
+                   "0.0.0.0 to the first interface address before host.connect, which now does "
+                   "what Linux does")
+def test_udp_connect_to_0_0_0_0_reaches_127_0_0_1(lan):
+    net, a, b, wire = lan
+    udp = sock(a, AF_INET)
+    udp.connect(("0.0.0.0", 9))
     assert udp.getpeername() == ("127.0.0.1", 9)
+    assert udp.getsockname()[0] == "127.0.0.1"
 
 
 # -- UDP ---------------------------------------------------------------------------------------
