@@ -210,14 +210,8 @@ class StreamSocket(socket):
             return exc.errno          # connect_ex returns EBADF/ENETDOWN as CPython does
         if self._listener is not None:
             return _errno.EISCONN     # Linux: a listener is not SS_UNCONNECTED
-        if addr == _ANY:
-            addr = b"\x7f\0\0\1" if not self._host.interfaces else \
-                self._host.interfaces[0].address
-        elif addr == _ANY6:
-            # Linux connects to ::1; we have no loopback interface: one of our addresses.
-            own = sorted((a.addr for a in self._host.ipv6_addresses()
-                          if self._host.is_local(a.addr)), key=_needs_scope)
-            addr = own[0] if own else b"\0" * 15 + b"\1"
+        if addr == _ANY or addr == _ANY6:
+            addr = self._host.unspecified_destination(addr, conn.local_addr)   # as Linux
         elif conn.remote_addr is None and _needs_scope(addr) and \
                 not _scope_id(address) and not _needs_scope(conn.local_addr):
             return _errno.EINVAL      # Linux: a link-local peer needs an interface

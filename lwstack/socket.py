@@ -426,8 +426,8 @@ class DatagramSocket(socket):
         addr, port = self._resolve(address)
         with self._driver.lock:
             self._check_open()
-            if addr == _ANY:
-                addr = self._host.interfaces[0].address if self._host.interfaces else addr
+            if addr == _ANY or addr == _ANY6:          # as Linux: loopback or the bound address
+                addr = self._host.unspecified_destination(addr, self._endpoint.local_addr)
             if self.family == AF_INET6 and _needs_scope(addr) and not _scope_id(address) \
                     and not _needs_scope(self._endpoint.local_addr):
                 return _errno.EINVAL      # Linux: connecting to link-local needs a device

@@ -119,9 +119,6 @@ def test_connect_to_the_unspecified_address_goes_where_linux_sends_it(lan):
     assert wire.frames == []
 
 
-@pytest.mark.xfail(strict=True, reason="lwstack/_stream.py (_connect_locked) still maps 0.0.0.0 "
-                   "to the first interface address and :: to one of our IPv6 addresses; it should "
-                   "call host.unspecified_destination(addr, conn.local_addr)")
 @pytest.mark.parametrize("family, any_addr, expected", [
     (AF_INET, "0.0.0.0", "127.0.0.1"), (AF_INET6, "::", "::1")])
 def test_tcp_connect_to_the_unspecified_address_reaches_loopback(lan, family, any_addr,
@@ -136,9 +133,6 @@ def test_tcp_connect_to_the_unspecified_address_reaches_loopback(lan, family, an
     assert wire.frames == []
 
 
-@pytest.mark.xfail(strict=True, reason="lwstack/socket.py (DatagramSocket.connect_ex) still maps "
-                   "0.0.0.0 to the first interface address before host.connect, which now does "
-                   "what Linux does")
 def test_udp_connect_to_0_0_0_0_reaches_127_0_0_1(lan):
     net, a, b, wire = lan
     udp = sock(a, AF_INET)
