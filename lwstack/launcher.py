@@ -66,10 +66,9 @@ gets the kernel class as its base instead (so its methods work), with the same r
 What is not covered.  The C module ``_socket`` is left alone: code calling
 ``_socket.socket()`` itself (the ``socket`` and ``ssl`` modules do, nothing else in the
 stdlib) makes kernel sockets; a kernel AF_INET descriptor handed to ``socket.socket(fileno=)``
-or ``socket.fromfd`` is refused, though.  lwstack has no loopback interface, so 127.0.0.1
-and ::1 are not reachable and cannot be bound: programs that talk to themselves through
-``localhost``, or probe for IPv6 by binding ``::1`` (urllib3 does, and then keeps to IPv4),
-see what a host without a loopback would show them.
+or ``socket.fromfd`` is refused, though.  ``localhost`` (127.0.0.0/8 and ::1) is the
+*stack's* loopback, as on a host of its own: a program talks to itself through it, and never
+reaches the host's loopback.
 
 Stacks.  One stack for the whole process (``install(stack)``: every thread uses it, also
 asyncio's resolver threads), or one per thread (``install(stack_factory=f)``: ``f()`` is

@@ -19,8 +19,7 @@ a static address or MAC would be the same for every thread).
 
 Every thread shares the one stack unless ``--per-thread``; then asyncio's resolver threads
 (``loop.getaddrinfo`` runs in an executor) get stacks, and DHCP leases, of their own too.
-The stack has no loopback interface: ``localhost`` is not reachable (see
-:mod:`lwstack.launcher`).
+``localhost`` is the stack's own loopback (127.0.0.0/8 and ::1), never the host's.
 
 The exit status is the program's (1 for an uncaught exception, whose traceback is printed as
 Python prints it; 2 for lwrun's own argument errors, 1 when the stack cannot start).  At exit,
