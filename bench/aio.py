@@ -48,19 +48,13 @@ import argparse
 import asyncio
 import datetime
 import json
-import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-RESULTS = BENCH / "RESULTS.md"
 
 SUBNET = "10.92.0"
 SERVER_IP = f"{SUBNET}.1"
@@ -604,44 +598,14 @@ def report(info, args, results, elapsed):
                   ratio(label, key, fn, "streams", "threaded")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    return "\n".join(lines) + "\n", ratios
+    return "\n".join(lines) + "\n"
 
 
 def harness_main(args):
-    """Start lwswitch, measure, report, append."""
+    """Start lwswitch, measure, report, append (bench/run.py's side_bench)."""
     sys.path.insert(0, str(BENCH))
     import run as bench_run
-    python = args.python
-    if python == sys.executable:
-        env = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tools'}")
-    else:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    info = bench_run.machine_info(python, env)
-    started = time.monotonic()
-
-    def on_term(_signum, _frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    tmp = tempfile.mkdtemp(prefix="lwbench-aio-")
-    procs = bench_run.Processes(tmp)
-    try:
-        switch_dir = Path(tmp) / "sw"
-        procs.start("lwswitch", [python, "-m", "lwswitch", "-s", str(switch_dir)], env=env,
-                    ready_socket=switch_dir / "ctl")
-        results = measure(args, python, env, procs, switch_dir)
-    finally:
-        procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    text, _ratios = report(info, args, results, time.monotonic() - started)
-    print()
-    print(text)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        print(f"bench/aio: appended to {RESULTS}")
-    return 0
-
+    return bench_run.side_bench("aio", args, measure, report)
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench/aio.py", description=__doc__.split("\n\n")[0])

@@ -32,20 +32,15 @@ The script is also its own worker: ``bench/fileno.py serve --style S ...`` and
 """
 import argparse
 import json
-import os
 import selectors
-import shutil
-import signal
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
 
 SERVER_IP = "10.93.0.1"
 CLIENT_IP = "10.93.0.2"
@@ -359,35 +354,10 @@ def report(info, args, results, elapsed):
 
 
 def harness_main(args):
-    """Start lwswitch, measure, print the table."""
+    """Start lwswitch, measure, print the table (bench/run.py's side_bench)."""
     sys.path.insert(0, str(BENCH))
     import run as bench_run
-    python = args.python
-    if python == sys.executable:
-        env = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tools'}")
-    else:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    info = bench_run.machine_info(python, env)
-    started = time.monotonic()
-
-    def on_term(_signum, _frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    tmp = tempfile.mkdtemp(prefix="lwbench-fileno-")
-    procs = bench_run.Processes(tmp)
-    try:
-        switch_dir = Path(tmp) / "sw"
-        procs.start("lwswitch", [python, "-m", "lwswitch", "-s", str(switch_dir)], env=env,
-                    ready_socket=switch_dir / "ctl")
-        results = measure(args, python, env, procs, switch_dir)
-    finally:
-        procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print()
-    print(report(info, args, results, time.monotonic() - started))
-    return 0
-
+    return bench_run.side_bench("fileno", args, measure, report)
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench/fileno.py",

@@ -26,19 +26,13 @@ the same Python server and client code on both.  Timings are never asserted; com
 import argparse
 import datetime
 import http.client
-import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-RESULTS = BENCH / "RESULTS.md"
 PORT = 8080
 SERVER_IP = "10.94.0.1"
 CLIENT_IP = "10.94.0.2"
@@ -83,16 +77,13 @@ def client(host, path, seconds, threads, size):
 
 # ============================================================================ harness
 
-def measure(args, python, env, procs, tmp):
+def measure(args, python, env, procs, switch_dir):
     """Every (side, file, concurrency) cell, sides interleaved; {(side, file, n): [result]}."""
     import run as bench_run
-    site = Path(tmp) / "site"
+    site = switch_dir.parent / "site"
     site.mkdir()
     for name, size in FILES.items():
         (site / name).write_bytes(bytes(range(256)) * (size // 256))
-    switch_dir = Path(tmp) / "sw"
-    procs.start("lwswitch", [python, "-m", "lwswitch", "-s", str(switch_dir)], env=env,
-                ready_socket=switch_dir / "ctl")
     net = f"vde://{switch_dir}"
     me = str(Path(__file__).resolve())
     sides = {
@@ -181,37 +172,10 @@ def report(info, args, results, elapsed):
 
 
 def harness_main(args):
-    """Measure both sides, report, append."""
+    """Measure both sides, report, append (bench/run.py's side_bench)."""
     sys.path.insert(0, str(BENCH))
     import run as bench_run
-    python = args.python
-    if python == sys.executable:
-        env = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tools'}")
-    else:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    info = bench_run.machine_info(python, env)
-    started = time.monotonic()
-
-    def on_term(_signum, _frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-    tmp = tempfile.mkdtemp(prefix="lwbench-httpd-")
-    procs = bench_run.Processes(tmp)
-    try:
-        results = measure(args, python, env, procs, tmp)
-    finally:
-        procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    text = report(info, args, results, time.monotonic() - started)
-    print()
-    print(text)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        print(f"bench/httpd: appended to {RESULTS}")
-    return 0
-
+    return bench_run.side_bench("httpd", args, measure, report)
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv

@@ -209,6 +209,46 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def side_bench(name, args, measure, report):
+    """The harness of the side benchmarks (``bench/aio.py``, ``fileno.py``, ``httpd.py``): the
+    measured interpreter's environment (``args.python``: this checkout by default), an
+    ``lwswitch`` in a temporary directory, ``measure(args, python, env, procs, switch_dir)``,
+    every process stopped by its pid (SIGTERM to this script stops them too), then
+    ``report(info, args, results, elapsed)``'s text printed and, unless ``args.no_append``
+    (absent: never), appended to RESULTS.md.  Returns 0."""
+    repo = Path(__file__).resolve().parent.parent
+    python = args.python
+    if python == sys.executable:
+        env = dict(os.environ, PYTHONPATH=f"{repo}:{repo / 'tools'}")
+    else:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    info = machine_info(python, env)
+    started = time.monotonic()
+
+    def on_term(_signum, _frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    tmp = tempfile.mkdtemp(prefix=f"lwbench-{name}-")
+    procs = Processes(tmp)
+    try:
+        switch_dir = Path(tmp) / "sw"
+        procs.start("lwswitch", [python, "-m", "lwswitch", "-s", str(switch_dir)], env=env,
+                    ready_socket=switch_dir / "ctl")
+        results = measure(args, python, env, procs, switch_dir)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = report(info, args, results, time.monotonic() - started)
+    print()
+    print(text)
+    if not getattr(args, "no_append", True):
+        with open(RESULTS, "a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        print(f"bench/{name}: appended to {RESULTS}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- machine
 
 def machine_info(python, env):
