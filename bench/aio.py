@@ -135,34 +135,38 @@ class RawConnection:
         self.sock.close()
 
 
+def sink(conn):
+    """The bulk receiver on blocking calls: count to EOF from the first byte, send back the
+    result line, close."""
+    buf = bytearray(CHUNK)
+    total, first = 0, None
+    while True:
+        n = conn.recv_into(buf)
+        if not n:
+            break
+        if first is None:
+            first = time.perf_counter()
+        total += n
+    conn.sendall(_result_line(total, time.perf_counter() - (first or 0)))
+    conn.close()
+
+
+def echo(conn):
+    """The echo server's connection on blocking calls: echo to EOF, close."""
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        conn.sendall(data)
+    conn.close()
+
+
 def serve_threaded(net, conf, raw=False):
     """Bulk sink and echo server on the threaded runtime (through :class:`RawConnection`
     when ``raw``); runs until killed."""
     import lwstack
     from lwstack import socket as lws
     stack = lwstack.Stack(net, conf)
-
-    def sink(conn):
-        buf = bytearray(CHUNK)
-        total = 0
-        first = None
-        while True:
-            n = conn.recv_into(buf)
-            if not n:
-                break
-            if first is None:
-                first = time.perf_counter()
-            total += n
-        conn.sendall(_result_line(total, time.perf_counter() - (first or 0)))
-        conn.close()
-
-    def echo(conn):
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                break
-            conn.sendall(data)
-        conn.close()
 
     def accept_loop(listener, handler):
         while True:

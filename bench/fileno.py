@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from aio import _result_line, echo, sink   # bench/aio.py: the same blocking handlers
+
 BENCH = Path(__file__).resolve().parent
 
 SERVER_IP = "10.93.0.1"
@@ -68,8 +70,6 @@ def _registered(sock, keep):
     keep.append(selector)
 
 
-def _result_line(nbytes, seconds):
-    return f"{nbytes} {seconds:.9f}\n".encode()
 
 
 def serve_threads(stack, style):
@@ -77,27 +77,6 @@ def serve_threads(stack, style):
     descriptor registered, never waited on)."""
     from lwstack import socket as lws
     keep = []
-
-    def sink(conn):
-        buf = bytearray(CHUNK)
-        total, first = 0, None
-        while True:
-            n = conn.recv_into(buf)
-            if not n:
-                break
-            if first is None:
-                first = time.perf_counter()
-            total += n
-        conn.sendall(_result_line(total, time.perf_counter() - (first or 0)))
-        conn.close()
-
-    def echo(conn):
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                break
-            conn.sendall(data)
-        conn.close()
 
     def accept_loop(listener, handler):
         while True:
