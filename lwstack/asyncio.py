@@ -939,26 +939,24 @@ class _TransportBase:
         if self._protocol_paused or self.get_write_buffer_size() <= self._high_water:
             return
         self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:  # noqa: BLE001
-            self._loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed", "exception": exc,
-                "transport": self, "protocol": self._protocol})
+        self._call_flow_control("pause_writing")
 
     def _maybe_resume_protocol(self):
         if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
             self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:  # noqa: BLE001
-                self._loop.call_exception_handler({
-                    "message": "protocol.resume_writing() failed", "exception": exc,
-                    "transport": self, "protocol": self._protocol})
+            self._call_flow_control("resume_writing")
+
+    def _call_flow_control(self, name):
+        """Call the protocol's ``pause_writing``/``resume_writing``; its failure goes to the
+        loop's exception handler, as asyncio's transports do."""
+        try:
+            getattr(self._protocol, name)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self._loop.call_exception_handler({
+                "message": f"protocol.{name}() failed", "exception": exc,
+                "transport": self, "protocol": self._protocol})
 
     def _fatal_error(self, exc, message):
         if isinstance(exc, OSError):
