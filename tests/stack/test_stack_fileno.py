@@ -26,6 +26,8 @@ import time
 
 import pytest
 
+from support import wait_for
+
 import lwstack
 from lwstack import readiness
 from lwstack import socket as lwsocket
@@ -279,9 +281,7 @@ def test_listener_is_readable_while_connections_wait(world):
     assert settle(server, "r-") == "r-"
     server.settimeout(SETTLE)
     server.accept()
-    deadline = time.monotonic() + SETTLE       # the second may still be on its way
-    while state(server) != "r-" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: state(server) == "r-", SETTLE)     # the second may still be on its way
     assert state(server) == "r-"
     server.accept()
     assert state(server) == "--"
