@@ -6,6 +6,7 @@ thread reading the pipe to its end never does.
 """
 import queue
 import threading
+import time
 
 import pytest
 
@@ -34,4 +35,20 @@ class LineReader:
                 lines.append(self._lines.get(timeout=timeout))
             except queue.Empty:
                 pytest.fail(f"{self.proc.args[:3]}: {count} lines expected, got {lines}")
+        return lines
+
+    def until(self, wanted, timeout=10.0):
+        """Lines up to the one that completes ``wanted`` (a set of exact lines, in any order,
+        others between them allowed); fails the test if they have not all come within
+        ``timeout`` seconds."""
+        missing = set(wanted)
+        lines = []
+        deadline = time.monotonic() + timeout
+        while missing:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"{self.proc.args[:3]}: still missing {sorted(missing)}, got {lines}")
+            lines.append(line)
+            missing.discard(line)
         return lines
